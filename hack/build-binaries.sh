@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Build (or reuse) every binary the local environment needs, from Go modules,
+# into a cache folder outside the clone:
+#
+#   ${MODELROLLOUT_CACHE:-~/.cache/modelrollout}/bin/<name>-<version>/<name>
+#
+# A warm run finds every binary and builds nothing. A cold run on 2 cores takes
+# roughly half an hour, most of it kube-apiserver and kube-controller-manager.
+#
+# k8s.io/kubernetes cannot be `go install`ed: its go.mod points the staging
+# modules (k8s.io/api, k8s.io/apiserver, ...) at ./staging with replace lines.
+# We build it from a wrapper module of our own that requires k8s.io/kubernetes
+# and replaces each staging module with its published v0.X.Y twin; the list of
+# staging modules is read from upstream's own go.mod, so it stays right when
+# the version changes. etcd's server module has the same kind of replace lines
+# and gets the same treatment.
+#
+# Usage: hack/build-binaries.sh [component ...]
+#   components: kube etcd kwok helm crds (default: all)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "${here}/versions.env"
+
+CACHE="${MODELROLLOUT_CACHE:-${HOME}/.cache/modelrollout}"
+BIN="${CACHE}/bin"
+WORK="${CACHE}/build"
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+mkdir -p "${BIN}" "${WORK}"
+
+log() { printf '\033[1m[binaries]\033[0m %s\n' "$*" >&2; }
+
+need_go() {
+  command -v go >/dev/null || {
+    echo "error: Go is needed to build the local environment's binaries." >&2
+    echo "       Install Go 1.24+ (https://go.dev/doc/install), or point" >&2
+    echo "       KUBEBUILDER_ASSETS at a folder holding etcd, kube-apiserver," >&2
+    echo "       kube-controller-manager, kube-scheduler, kubectl, kwok and helm." >&2
+    exit 2
+  }
+}
+
+have() { [[ -x "${BIN}/$1-$2/$1" ]]; }
+
+build_kube() {
+  local v="${KUBERNETES_VERSION}" names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local missing=()
+  for n in "${names[@]}"; do have "$n" "$v" || missing+=("$n"); done
+  if [[ ${#missing[@]} -eq 0 ]]; then log "kubernetes ${v}: cached"; return; fi
+  need_go
+  local mod="${WORK}/kubernetes-${v}"
+  mkdir -p "${mod}"
+  log "kubernetes ${v}: reading upstream go.mod"
+  local upstream
+  upstream="$(cd "${mod}" && go mod download -json "k8s.io/kubernetes@${v}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  local minor="${v#v1.}"; minor="${minor%%.*}"
+  local staging_version="v0.${v#v1.}"
+  {
+    echo "module modelrollout.local/kubernetes-binaries"
+    echo
+    grep -E '^go [0-9]' "${upstream}"
+    grep -E '^godebug' "${upstream}" || true
+    echo
+    echo "require k8s.io/kubernetes ${v}"
+    echo
+    # Every `k8s.io/X => ./staging/src/k8s.io/X` becomes `k8s.io/X => k8s.io/X v0.Y.Z`.
+    grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "${upstream}" \
+      | awk -v sv="${staging_version}" '{print "replace " $1 " => " $1 " " sv}'
+  } > "${mod}/go.mod"
+  cat > "${mod}/tools.go" <<GO
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  log "kubernetes ${v}: resolving modules ($(grep -c '^replace' "${mod}/go.mod") staging replacements)"
+  (cd "${mod}" && go mod tidy)
+  local ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X ${pkg}.gitVersion=${v} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+    ld+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+  done
+  for n in "${missing[@]}"; do
+    log "kubernetes ${v}: building ${n}"
+    mkdir -p "${BIN}/${n}-${v}"
+    (cd "${mod}" && go build -trimpath -tags selinux,notest -ldflags "${ld}" \
+      -o "${BIN}/${n}-${v}/${n}.tmp" "k8s.io/kubernetes/cmd/${n}")
+    mv "${BIN}/${n}-${v}/${n}.tmp" "${BIN}/${n}-${v}/${n}"
+  done
+}
+
+build_etcd() {
+  local v="${ETCD_VERSION}"
+  if have etcd "$v"; then log "etcd ${v}: cached"; return; fi
+  need_go
+  local mod="${WORK}/etcd-${v}"
+  mkdir -p "${mod}"
+  cat > "${mod}/go.mod" <<MOD
+module modelrollout.local/etcd-binary
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 ${v}
+MOD
+  cat > "${mod}/tools.go" <<GO
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+  log "etcd ${v}: resolving modules"
+  (cd "${mod}" && go mod tidy)
+  log "etcd ${v}: building"
+  mkdir -p "${BIN}/etcd-${v}"
+  (cd "${mod}" && go build -trimpath -ldflags "-s -w" -o "${BIN}/etcd-${v}/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "${BIN}/etcd-${v}/etcd.tmp" "${BIN}/etcd-${v}/etcd"
+}
+
+go_install() { # name version module/path
+  local n="$1" v="$2" pkg="$3"
+  if have "$n" "$v"; then log "${n} ${v}: cached"; return; fi
+  need_go
+  log "${n} ${v}: building"
+  mkdir -p "${BIN}/${n}-${v}"
+  GOBIN="${BIN}/${n}-${v}" go install -trimpath -ldflags "-s -w ${4:-}" "${pkg}@${v}"
+}
+
+fetch_crds() {
+  # The upstream CRDs ship inside Go modules; `go mod download` brings them
+  # through the module proxy like any module.
+  local dst="${CACHE}/crds"
+  mkdir -p "${dst}"
+  if [[ ! -s "${dst}/gateway-api-${GATEWAY_API_VERSION}.yaml" ]]; then
+    need_go
+    log "gateway-api ${GATEWAY_API_VERSION}: downloading CRDs"
+    local dir
+    dir="$(cd "${WORK}" && GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    for f in "${dir}"/config/crd/standard/*.yaml; do cat "$f"; echo "---"; done > "${dst}/gateway-api-${GATEWAY_API_VERSION}.yaml.tmp"
+    mv "${dst}/gateway-api-${GATEWAY_API_VERSION}.yaml.tmp" "${dst}/gateway-api-${GATEWAY_API_VERSION}.yaml"
+  else log "gateway-api ${GATEWAY_API_VERSION}: cached"; fi
+  if [[ ! -s "${dst}/istio-${ISTIO_API_VERSION}.yaml" ]]; then
+    need_go
+    log "istio api ${ISTIO_API_VERSION}: downloading CRDs"
+    local dir
+    dir="$(cd "${WORK}" && GOFLAGS= go mod download -json "istio.io/api@${ISTIO_API_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    cp "${dir}/kubernetes/customresourcedefinitions.gen.yaml" "${dst}/istio-${ISTIO_API_VERSION}.yaml.tmp"
+    mv "${dst}/istio-${ISTIO_API_VERSION}.yaml.tmp" "${dst}/istio-${ISTIO_API_VERSION}.yaml"
+  else log "istio api ${ISTIO_API_VERSION}: cached"; fi
+}
+
+components=("$@")
+[[ ${#components[@]} -eq 0 ]] && components=(crds etcd kwok helm kube)
+for c in "${components[@]}"; do
+  case "$c" in
+    kube) build_kube ;;
+    etcd) build_etcd ;;
+    kwok) go_install kwok "${KWOK_VERSION}" sigs.k8s.io/kwok/cmd/kwok ;;
+    helm) go_install helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" ;;
+    crds) fetch_crds ;;
+    *) echo "unknown component: $c (kube etcd kwok helm crds)" >&2; exit 2 ;;
+  esac
+done
+log "binaries in ${BIN}"

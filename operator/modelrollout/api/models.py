@@ -1,0 +1,534 @@
+"""The ModelRollout API: pydantic models that are the single source of the CRD.
+
+Everything a user writes (``spec``) and everything the operator records
+(``status``) is declared here. ``modelrollout.api.crd`` turns these models into
+the CustomResourceDefinition under ``crds/``; a test fails when the two
+disagree, so the schema the API server enforces is always the one the code
+reads.
+
+Field names are camelCase on the wire (as Kubernetes users expect) and
+snake_case in Python; ``populate_by_name`` lets either form in.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "modelrollout.io"
+VERSION = "v1alpha1"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ["mro"]
+
+#: Go-style durations as users write them: ``30s``, ``10m``, ``1h30m``, ``500ms``.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "10m", "1h30m"])]
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration string; ``ValueError`` when it is not one."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (use forms like 30s, 10m, 1h30m)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def _cel(*rules: tuple[str, str]) -> ConfigDict:
+    """Cross-field rules for the API server, as CEL, next to the Python rule they mirror."""
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]
+        }
+    )
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optionals left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ------------------------------------------------------------------------- enums
+
+
+class Phase(StrEnum):
+    """Where the rollout is, as a user reads it."""
+
+    PENDING = "Pending"
+    """Accepted; nothing moved yet."""
+    SHADOWING = "Shadowing"
+    """The candidate gets mirrored traffic; its answers are thrown away."""
+    PROGRESSING = "Progressing"
+    """The candidate serves live traffic (canary steps, blue-green preview)."""
+    PAUSED = "Paused"
+    """Held: a human gate, a pause command, spec.paused, or inconclusive analysis."""
+    PROMOTING = "Promoting"
+    """All traffic is on the candidate; post-promotion checks or scale-down delay run."""
+    SUCCEEDED = "Succeeded"
+    """The candidate is the new stable."""
+    ROLLED_BACK = "RolledBack"
+    """Analysis or a human sent all traffic back to stable."""
+    FAILED = "Failed"
+    """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
+
+
+class Stage(StrEnum):
+    """The part of the strategy in progress."""
+
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PREVIEW = "preview"
+    """Blue-green: the candidate is judged before the switch."""
+    POST_PROMOTION = "postPromotion"
+    """Blue-green: switched; the old version still warm."""
+    DONE = "done"
+
+
+class Verdict(StrEnum):
+    """The outcome of one gate in one check; measurement failures are values, not errors."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    """No data, NaN, an empty or a multi-series result, or the source is unreachable."""
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class VersionRef(_Model):
+    """One version of the model and the Service that serves it."""
+
+    version: str = Field(min_length=1, max_length=63, description="Version label, e.g. v2.")
+    service: str | None = Field(
+        default=None,
+        description="Service that serves this version. Default: spec.serviceTemplate.",
+    )
+    deployment: str | None = Field(
+        default=None,
+        description="Deployment of this version (service router only). "
+        "Default: spec.deploymentTemplate.",
+    )
+
+
+class GatewayAPIRouting(_Model):
+    """A Gateway API HTTPRoute: backendRef weights; a RequestMirror filter for shadow."""
+
+    http_route: str = Field(min_length=1, description="HTTPRoute in the rollout's namespace.")
+    rule: str | None = Field(
+        default=None,
+        description="Name of the rule that belongs to the model. Default: the rule whose "
+        "backendRefs name the stable or candidate Service.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="backendRef port.")
+
+
+class IstioRouting(_Model):
+    """An Istio VirtualService: route weights; mirror and mirrorPercentage for shadow."""
+
+    virtual_service: str = Field(min_length=1)
+    route: str | None = Field(
+        default=None,
+        description="Name of the http route that belongs to the model. Default: the route "
+        "whose destinations name the stable or candidate Service.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ServiceRouting(_Model):
+    """A plain Service, no mesh.
+
+    Blue-green switches the Service's selector between versions. A canary is
+    carried by the replica ratio of the two Deployments while the selector
+    spans both versions, so its weights are approximate (status says so).
+    """
+
+    name: str = Field(min_length=1)
+    version_label: str = Field(
+        default="version", description="Pod label that tells the versions apart."
+    )
+
+
+class TrafficRouting(_Model):
+    """Exactly one router."""
+
+    model_config = _cel(
+        (
+            "[has(self.gatewayAPI), has(self.istio), has(self.service)].filter(x, x).size() == 1",
+            "trafficRouting needs exactly one of gatewayAPI, istio, service",
+        )
+    )
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    service: ServiceRouting | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TrafficRouting:
+        set_ = [n for n in ("gateway_api", "istio", "service") if getattr(self, n) is not None]
+        if len(set_) != 1:
+            raise ValueError(
+                f"trafficRouting needs exactly one of gatewayAPI, istio, service (got {len(set_)})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.gateway_api is not None:
+            return "gatewayAPI"
+        if self.istio is not None:
+            return "istio"
+        return "service"
+
+
+class ShadowStrategy(_Model):
+    """Mirror a share of live requests to the candidate; its answers never reach users."""
+
+    mirror_percent: Percent = Field(default=100)
+    duration: Duration = Field(default="10m")
+
+
+class PauseStep(_Model):
+    duration: Duration | None = Field(
+        default=None, description="Wait this long. No duration: a human gate (promote to pass)."
+    )
+
+
+class AnalysisStep(_Model):
+    checks: int = Field(
+        default=1, ge=1, le=100, description="Hold until this many checks in a row pass."
+    )
+
+
+class CanaryStep(_Model):
+    """One step: exactly one of setWeight, pause, analysis."""
+
+    model_config = _cel(
+        (
+            "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            "a canary step needs exactly one of setWeight, pause, analysis",
+        )
+    )
+
+    set_weight: Percent | None = None
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStep:
+        n = sum(x is not None for x in (self.set_weight, self.pause, self.analysis))
+        if n != 1:
+            raise ValueError("a canary step needs exactly one of setWeight, pause, analysis")
+        return self
+
+
+class CanaryStrategy(_Model):
+    steps: list[CanaryStep] = Field(min_length=1, max_length=50)
+
+
+class BlueGreenStrategy(_Model):
+    """Preview, judge, switch all traffic at once, keep the old version warm."""
+
+    preview_duration: Duration = Field(
+        default="5m", description="How long the candidate is judged on preview traffic."
+    )
+    preview_weight: Percent = Field(
+        default=0,
+        description="Share of live traffic the preview gets (0: only mirrored traffic "
+        "and direct preview requests).",
+    )
+    preview_mirror_percent: Percent = Field(
+        default=0, description="Share of live traffic mirrored to the preview."
+    )
+    auto_promote: bool = Field(
+        default=True, description="Switch when pre-promotion analysis passes; false: a human."
+    )
+    post_promotion_duration: Duration = Field(
+        default="5m", description="How long the new active version is judged after the switch."
+    )
+    scale_down_delay: Duration = Field(
+        default="10m",
+        description="How long the old version keeps serving capacity after the switch, "
+        "so a rollback is instant.",
+    )
+
+
+class Strategy(_Model):
+    model_config = _cel(
+        (
+            "has(self.canary) != has(self.blueGreen)",
+            "strategy needs exactly one of canary, blueGreen",
+        )
+    )
+
+    shadow: ShadowStrategy | None = None
+    canary: CanaryStrategy | None = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError("strategy needs exactly one of canary, blueGreen")
+        return self
+
+
+class InconclusivePolicy(StrEnum):
+    """What a check that could not be measured leads to."""
+
+    HOLD = "Hold"
+    """Count it towards inconclusiveLimit; at the limit, pause for a human."""
+    FAIL = "Fail"
+    """Count it as a failed check."""
+    IGNORE = "Ignore"
+    """Leave it out of the verdict (the ledger still shows it)."""
+
+
+class LatencyGate(_Model):
+    quantile: float = Field(default=0.99, gt=0, lt=1)
+    metric: str = Field(default="model_request_duration_seconds")
+
+
+class CounterGate(_Model):
+    metric: str | None = Field(
+        default=None, description="Override the counter's name (defaults by gate kind)."
+    )
+
+
+class MetricGate(_Model):
+    """One gate: a value from Prometheus compared with min and/or max.
+
+    The value comes from exactly one source: a PromQL ``query`` template or a
+    built-in (``latency``, ``errorRate``, ``throughput``) that needs no PromQL.
+    """
+
+    model_config = _cel(
+        (
+            "[has(self.query), has(self.latency), has(self.errorRate), has(self.throughput)]"
+            ".filter(x, x).size() == 1",
+            "a gate needs exactly one of query, latency, errorRate, throughput",
+        ),
+        (
+            "has(self.min) || has(self.max)",
+            "a gate needs min or max",
+        ),
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    query: str | None = Field(
+        default=None,
+        description="PromQL template; {{model}} {{namespace}} {{version}} {{role}} "
+        "{{interval}} {{stableVersion}} {{candidateVersion}} are filled in.",
+    )
+    latency: LatencyGate | None = None
+    error_rate: CounterGate | None = None
+    throughput: CounterGate | None = None
+    min: float | None = None
+    max: float | None = None
+    on_inconclusive: InconclusivePolicy = Field(default=InconclusivePolicy.HOLD)
+    stages: list[Stage] | None = Field(
+        default=None,
+        description="Stages in which this gate is checked. Default: every stage in which "
+        "the candidate receives traffic.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source_and_a_limit(self) -> MetricGate:
+        n = sum(x is not None for x in (self.query, self.latency, self.error_rate, self.throughput))
+        if n != 1:
+            raise ValueError(
+                f"gate {self.name!r} needs exactly one of query, latency, errorRate, throughput"
+            )
+        if self.min is None and self.max is None:
+            raise ValueError(f"gate {self.name!r} needs min or max")
+        return self
+
+
+class PrometheusSource(_Model):
+    address: str | None = Field(
+        default=None, description="Prometheus URL. Default: the operator's --prometheus."
+    )
+
+
+class Analysis(_Model):
+    interval: Duration = Field(default="1m", description="Time between checks; also {{interval}}.")
+    failure_limit: int = Field(
+        default=2, ge=1, le=100, description="Failed checks in a row that roll back."
+    )
+    inconclusive_limit: int = Field(
+        default=3, ge=1, le=100, description="Inconclusive checks in a row that pause."
+    )
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    metrics: list[MetricGate] = Field(default_factory=list, max_length=32)
+
+
+class Automation(StrEnum):
+    """How far the rollout goes on its own."""
+
+    FULL = "Full"
+    """Runs from shadow to promotion with no human, stopping only at untimed pauses."""
+    AFTER_SHADOW = "AfterShadow"
+    """Stops after shadow for a human to let live traffic in."""
+    BEFORE_PROMOTION = "BeforePromotion"
+    """Asks for approval only before the final promotion."""
+    EVERY_STEP = "EveryStep"
+    """Asks for approval before every weight increase and the promotion."""
+
+
+class ModelRolloutSpec(_Model):
+    model_config = _cel(
+        (
+            "!(has(self.trafficRouting.service) && has(self.strategy.shadow))",
+            "shadow needs a router that can mirror (gatewayAPI or istio); a plain Service cannot",
+        )
+    )
+
+    model: str = Field(min_length=1, max_length=63, description="Model name, {{model}}.")
+    stable: VersionRef | None = Field(
+        default=None,
+        description="The version serving now. Read once to seed status.stable; after that "
+        "the operator keeps track of the stable version itself.",
+    )
+    candidate: VersionRef
+    service_template: str = Field(
+        default="{model}-{version}", description="Service name of a version."
+    )
+    deployment_template: str = Field(
+        default="{model}-{version}", description="Deployment name of a version."
+    )
+    traffic_routing: TrafficRouting
+    strategy: Strategy
+    analysis: Analysis = Field(default_factory=Analysis)
+    automation: Automation = Field(default=Automation.FULL)
+    paused: bool = Field(default=False, description="Hold the rollout where it is.")
+
+    @model_validator(mode="after")
+    def _router_supports_strategy(self) -> ModelRolloutSpec:
+        if self.traffic_routing.service is not None and self.strategy.shadow is not None:
+            raise ValueError(
+                "shadow needs a router that can mirror (gatewayAPI or istio); "
+                "a plain Service cannot"
+            )
+        return self
+
+    def service_for(self, ref: VersionRef) -> str:
+        return ref.service or self.service_template.format(model=self.model, version=ref.version)
+
+    def deployment_for(self, ref: VersionRef) -> str:
+        return ref.deployment or self.deployment_template.format(
+            model=self.model, version=ref.version
+        )
+
+
+# ------------------------------------------------------------------------- status
+
+
+class Weights(_Model):
+    stable: Percent = 100
+    candidate: Percent = 0
+
+
+class GateResult(_Model):
+    metric: str
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    verdict: Verdict
+    reason: str | None = None
+    samples: float | None = None
+    needed_samples: float | None = None
+
+    @property
+    def limit_text(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+class AnalysisRun(_Model):
+    at: str
+    stage: Stage
+    step_index: int | None = None
+    verdict: Verdict
+    results: list[GateResult] = Field(default_factory=list)
+
+
+class HistoryEntry(_Model):
+    at: str
+    phase: Phase
+    stage: Stage
+    step_index: int | None = None
+    weight: Percent = 0
+    mirror_percent: Percent = 0
+    reason: str
+    message: str | None = None
+    candidate_version: str | None = None
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class ModelRolloutStatus(_Model):
+    phase: Phase = Phase.PENDING
+    stage: Stage | None = None
+    step_index: int | None = None
+    stable_version: str | None = None
+    candidate_version: str | None = None
+    weights: Weights = Field(default_factory=Weights)
+    mirror_percent: Percent = 0
+    weights_approximate: bool | None = None
+    observed_generation: int | None = None
+    rollout_started_at: str | None = None
+    stage_started_at: str | None = None
+    step_started_at: str | None = None
+    last_check_at: str | None = None
+    consecutive_failures: int = 0
+    consecutive_inconclusive: int = 0
+    consecutive_passes: int = 0
+    pause_reason: str | None = None
+    awaiting_approval: str | None = None
+    approved_gate: str | None = None
+    aborted: bool | None = None
+    handled_request: str | None = None
+    scale_down_at: str | None = None
+    last_analysis: AnalysisRun | None = None
+    analysis_ledger: list[AnalysisRun] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
+
+
+class ModelRollout(_Model):
+    """A whole object, as read from the API server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=f"{GROUP}/{VERSION}")
+    kind: Literal["ModelRollout"] = "ModelRollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)

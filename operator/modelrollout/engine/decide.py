@@ -1,0 +1,689 @@
+"""The rollout engine: ``decide(spec, status, observations, now) -> Decision``.
+
+A pure function. It reads no clock (``now`` is given), does no I/O, and keeps
+every fact it needs to carry on in the status it returns, so an operator that
+restarts mid-step resumes from the same step, and each decision can be
+replayed from a recorded status in a table test.
+
+One call does what the current state allows and no more: it records the
+check that ran, handles a human request, and advances through as many steps
+as are ready (a ``setWeight`` followed by a timed pause advances once and
+then waits). Progress never goes backwards except by a rollback or by a new
+candidate, which restarts from the first stage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from modelrollout.api.models import (
+    AnalysisRun,
+    Automation,
+    CanaryStep,
+    GateResult,
+    HistoryEntry,
+    InconclusivePolicy,
+    MetricGate,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    Stage,
+    Verdict,
+    Weights,
+    parse_duration,
+)
+from modelrollout.engine.conditions import set_conditions
+from modelrollout.engine.types import (
+    Decision,
+    Event,
+    EventType,
+    Observations,
+    Plan,
+    RequestVerb,
+    TrafficIntent,
+)
+
+HISTORY_LIMIT = 50
+LEDGER_LIMIT = 20
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+
+#: Pause reasons the engine clears by itself, and ones only a human clears.
+PAUSE_INCONCLUSIVE = "inconclusive"
+PAUSE_USER = "user"
+PAUSE_SPEC = "spec"
+PAUSE_GATE = "gate"
+
+
+def ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    """Timestamps are naive UTC inside the engine; the shell passes a naive UTC ``now``."""
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+
+
+# ----------------------------------------------------------------------- planning
+
+
+def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
+    """Is a check due, and of which gates? A pure function of the same inputs as decide."""
+    gates = active_gates(spec, status)
+    if not gates or status.phase in TERMINAL or status.candidate_version is None:
+        return Plan(check_due=False)
+    if status.candidate_version != spec.candidate.version:
+        return Plan(check_due=False)  # a new candidate: start it first, measure later
+    if status.weights.candidate == 0 and status.mirror_percent == 0:
+        return Plan(check_due=False)  # the candidate sees no traffic: nothing to measure
+    since = max(
+        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
+        default=None,
+    )
+    interval = parse_duration(spec.analysis.interval)
+    due = since is None or (now - since).total_seconds() >= interval
+    return Plan(
+        check_due=due,
+        candidate_version=status.candidate_version,
+        stable_version=status.stable_version,
+        stage=status.stage.value if status.stage else None,
+        gates=tuple(g.name for g in gates),
+    )
+
+
+def active_gates(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[MetricGate]:
+    """The gates checked in the current stage."""
+    stage = status.stage
+    return [g for g in spec.analysis.metrics if g.stages is None or stage in g.stages]
+
+
+# ----------------------------------------------------------------------- deciding
+
+
+class _Tick:
+    """The working state of one decide call."""
+
+    def __init__(self, spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> None:
+        self.spec = spec
+        self.s = status.model_copy(deep=True)
+        self.now = now
+        self.events: list[Event] = []
+        self.retired: tuple[str, ...] = ()
+
+    # -- small verbs -----------------------------------------------------------
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def record(self, reason: str, message: str | None = None) -> None:
+        s = self.s
+        s.history.append(
+            HistoryEntry(
+                at=ts(self.now),
+                phase=s.phase,
+                stage=s.stage or Stage.DONE,
+                step_index=s.step_index,
+                weight=s.weights.candidate,
+                mirror_percent=s.mirror_percent,
+                reason=reason,
+                message=message,
+                candidate_version=s.candidate_version,
+            )
+        )
+        del s.history[:-HISTORY_LIMIT]
+
+    def set_traffic(self, weight: int, mirror: int) -> None:
+        self.s.weights = Weights(stable=100 - weight, candidate=weight)
+        self.s.mirror_percent = mirror
+
+    def enter_stage(self, stage: Stage, step_index: int | None = None) -> None:
+        s = self.s
+        s.stage = stage
+        s.step_index = step_index
+        s.stage_started_at = ts(self.now)
+        s.step_started_at = ts(self.now)
+        s.consecutive_passes = 0
+
+    def elapsed(self, since: str | None) -> float:
+        t = parse_ts(since)
+        return 0.0 if t is None else (self.now - t).total_seconds()
+
+    def pause(self, kind: str, message: str, gate: str | None = None) -> None:
+        s = self.s
+        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == gate:
+            return
+        s.phase = Phase.PAUSED
+        s.pause_reason = kind
+        s.awaiting_approval = gate
+        s.message = message
+        self.record("Paused", message)
+        self.event(EventType.NORMAL, "Paused", message)
+
+    def unpause(self, message: str) -> None:
+        s = self.s
+        s.pause_reason = None
+        s.awaiting_approval = None
+        s.phase = self.running_phase()
+        s.message = message
+        self.record("Resumed", message)
+        self.event(EventType.NORMAL, "Resumed", message)
+
+    def running_phase(self) -> Phase:
+        stage = self.s.stage
+        if stage == Stage.SHADOW:
+            return Phase.SHADOWING
+        if stage == Stage.POST_PROMOTION:
+            return Phase.PROMOTING
+        return Phase.PROGRESSING
+
+    def approved(self, gate: str) -> bool:
+        """A human gate passes once: the approval is spent when it is used."""
+        if self.s.approved_gate == gate:
+            self.s.approved_gate = None
+            return True
+        return False
+
+    # -- whole moves -----------------------------------------------------------
+
+    def start_rollout(self, reason: str) -> None:
+        s, spec = self.s, self.spec
+        previous = s.candidate_version
+        if previous and previous not in (spec.candidate.version, s.stable_version):
+            self.retired = (previous,)
+        s.candidate_version = spec.candidate.version
+        s.rollout_started_at = ts(self.now)
+        s.consecutive_failures = 0
+        s.consecutive_inconclusive = 0
+        s.pause_reason = None
+        s.awaiting_approval = None
+        s.approved_gate = None
+        s.aborted = None
+        s.scale_down_at = None
+        s.last_check_at = None
+        if spec.strategy.shadow is not None:
+            self.enter_stage(Stage.SHADOW)
+            self.set_traffic(0, spec.strategy.shadow.mirror_percent)
+        elif spec.strategy.canary is not None:
+            self.enter_stage(Stage.CANARY, 0)
+            self.set_traffic(0, 0)
+        else:
+            self.enter_blue_green_preview()
+        s.phase = self.running_phase()
+        s.message = (
+            f"rolling out {s.candidate_version} (stable {s.stable_version}): "
+            f"{s.stage.value if s.stage else ''}"
+        )
+        self.record(reason, s.message)
+        self.event(EventType.NORMAL, reason, s.message)
+
+    def enter_blue_green_preview(self) -> None:
+        bg = self.spec.strategy.blue_green
+        assert bg is not None
+        self.enter_stage(Stage.PREVIEW)
+        self.set_traffic(bg.preview_weight, bg.preview_mirror_percent)
+
+    def roll_back(self, reason: str, message: str) -> None:
+        s = self.s
+        s.phase = Phase.ROLLED_BACK
+        s.stage = Stage.DONE
+        s.pause_reason = None
+        s.awaiting_approval = None
+        self.set_traffic(0, 0)
+        s.message = message
+        self.record(reason, message)
+        self.event(EventType.WARNING, reason, message)
+
+    def promote(self, message: str) -> None:
+        s = self.s
+        old = s.stable_version
+        s.stable_version = s.candidate_version
+        s.phase = Phase.SUCCEEDED
+        s.stage = Stage.DONE
+        s.step_index = None
+        s.pause_reason = None
+        s.awaiting_approval = None
+        self.set_traffic(0, 0)
+        if old and old != s.stable_version:
+            self.retired = (old,)
+        s.message = message
+        self.record("Promoted", message)
+        self.event(EventType.NORMAL, "Promoted", message)
+
+    # -- analysis --------------------------------------------------------------
+
+    def take_check(self, results: list[GateResult]) -> Verdict:
+        s, spec = self.s, self.spec
+        policies = {g.name: g.on_inconclusive for g in spec.analysis.metrics}
+        counted: list[tuple[GateResult, Verdict]] = []
+        for r in results:
+            v = r.verdict
+            if v == Verdict.INCONCLUSIVE:
+                policy = policies.get(r.metric, InconclusivePolicy.HOLD)
+                if policy == InconclusivePolicy.IGNORE:
+                    continue
+                if policy == InconclusivePolicy.FAIL:
+                    v = Verdict.FAIL
+            counted.append((r, v))
+        if any(v == Verdict.FAIL for _, v in counted):
+            verdict = Verdict.FAIL
+        elif any(v == Verdict.INCONCLUSIVE for _, v in counted):
+            verdict = Verdict.INCONCLUSIVE
+        else:
+            verdict = Verdict.PASS
+        run = AnalysisRun(
+            at=ts(self.now),
+            stage=s.stage or Stage.DONE,
+            step_index=s.step_index,
+            verdict=verdict,
+            results=results,
+        )
+        s.last_analysis = run
+        s.analysis_ledger.append(run)
+        del s.analysis_ledger[:-LEDGER_LIMIT]
+        s.last_check_at = ts(self.now)
+
+        if verdict == Verdict.PASS:
+            s.consecutive_failures = 0
+            s.consecutive_inconclusive = 0
+            s.consecutive_passes += 1
+            if s.phase == Phase.PAUSED and s.pause_reason == PAUSE_INCONCLUSIVE:
+                self.unpause("analysis has data again: carrying on")
+            return verdict
+
+        s.consecutive_passes = 0
+        if verdict == Verdict.FAIL:
+            s.consecutive_failures += 1
+            s.consecutive_inconclusive = 0
+            failed = [r for r, v in counted if v == Verdict.FAIL]
+            why = "; ".join(_explain(r) for r in failed)
+            limit = spec.analysis.failure_limit
+            if s.consecutive_failures >= limit:
+                self.roll_back(
+                    "RolledBack",
+                    f"rolled back: {why} ({s.consecutive_failures} failed checks in a row, "
+                    f"limit {limit})",
+                )
+            else:
+                self.event(
+                    EventType.WARNING,
+                    "AnalysisFailed",
+                    f"{why} ({s.consecutive_failures} of {limit} failed checks in a row)",
+                )
+            return verdict
+
+        s.consecutive_inconclusive += 1
+        held = [r for r, v in counted if v == Verdict.INCONCLUSIVE]
+        why = "; ".join(f"{r.metric}: {r.reason or 'no data'}" for r in held)
+        limit = spec.analysis.inconclusive_limit
+        if s.consecutive_inconclusive >= limit:
+            self.pause(
+                PAUSE_INCONCLUSIVE,
+                f"paused: analysis inconclusive {s.consecutive_inconclusive} times in a row "
+                f"(limit {limit}): {why}",
+            )
+        else:
+            self.event(
+                EventType.WARNING,
+                "AnalysisInconclusive",
+                f"{why} ({s.consecutive_inconclusive} of {limit} inconclusive checks)",
+            )
+        return verdict
+
+    def analysis_allows_promotion(self) -> bool:
+        """Never promote without a passing check at the current traffic, if gates exist."""
+        if not active_gates(self.spec, self.s):
+            return True
+        return self.s.consecutive_passes >= 1
+
+    # -- requests --------------------------------------------------------------
+
+    def handle_request(self, obs: Observations) -> None:
+        s, req = self.s, obs.request
+        if req is None or str(req) == s.handled_request:
+            return
+        s.handled_request = str(req)
+        verb = req.verb
+        if s.phase in TERMINAL:
+            retryable = s.phase in (
+                Phase.ROLLED_BACK,
+                Phase.FAILED,
+            ) and s.candidate_version not in (
+                None,
+                s.stable_version,
+            )
+            if verb == RequestVerb.RETRY and retryable:
+                self.start_rollout("Retried")
+                return
+            self.event(
+                EventType.WARNING,
+                "RequestIgnored",
+                f"{verb.value} does nothing in phase {s.phase.value}",
+            )
+            return
+        if verb == RequestVerb.ABORT:
+            s.aborted = True
+            self.roll_back("Aborted", "aborted by a human: all traffic back on stable")
+        elif verb == RequestVerb.PROMOTE_FULL:
+            self.promote(f"promoted {s.candidate_version} by a human, skipping remaining steps")
+        elif verb == RequestVerb.PROMOTE:
+            if s.phase == Phase.PAUSED and s.pause_reason == PAUSE_SPEC:
+                self.event(
+                    EventType.WARNING,
+                    "RequestIgnored",
+                    "spec.paused is true: set it to false in the manifest to go on",
+                )
+                return
+            gate = s.awaiting_approval or _current_gate(self.spec, s)
+            s.approved_gate = gate
+            if s.phase == Phase.PAUSED:
+                self.unpause(f"promoted past {gate} by a human")
+            else:
+                self.event(EventType.NORMAL, "Approved", f"{gate} approved by a human")
+        elif verb == RequestVerb.PAUSE:
+            if s.phase != Phase.PAUSED:
+                self.pause(PAUSE_USER, "paused by a human")
+        elif verb == RequestVerb.RESUME:
+            if s.phase != Phase.PAUSED:
+                self.event(EventType.WARNING, "RequestIgnored", "resume: the rollout is not paused")
+            elif s.pause_reason == PAUSE_SPEC:
+                self.event(
+                    EventType.WARNING,
+                    "RequestIgnored",
+                    "spec.paused is true: set it to false in the manifest to resume",
+                )
+            elif s.pause_reason == PAUSE_GATE:
+                self.event(
+                    EventType.WARNING,
+                    "RequestIgnored",
+                    f"waiting at {s.awaiting_approval}: use promote to pass a gate",
+                )
+            else:
+                s.consecutive_inconclusive = 0
+                self.unpause("resumed by a human")
+        elif verb == RequestVerb.RETRY:
+            self.event(
+                EventType.WARNING, "RequestIgnored", "retry only follows a rollback or a failure"
+            )
+
+    # -- progress --------------------------------------------------------------
+
+    def moving(self) -> bool:
+        return self.s.phase not in TERMINAL and self.s.phase != Phase.PAUSED
+
+    def advance(self) -> None:
+        """Go through every stage that is ready, in order, within this one tick."""
+        stages = {
+            Stage.SHADOW: self.advance_shadow,
+            Stage.CANARY: self.advance_canary,
+            Stage.PREVIEW: self.advance_preview,
+            Stage.POST_PROMOTION: self.advance_post_promotion,
+        }
+        for stage, step in stages.items():
+            if self.s.stage == stage and self.moving():
+                step()
+
+    def gate(self, key: str, message: str) -> bool:
+        """A human gate: True when a human approved it, else pause at it."""
+        if self.approved(key):
+            return True
+        self.pause(PAUSE_GATE, message, gate=key)
+        return False
+
+    def advance_shadow(self) -> None:
+        s, spec = self.s, self.spec
+        shadow = spec.strategy.shadow
+        assert shadow is not None
+        human = self.approved("shadow:end")
+        if not human:
+            if self.elapsed(s.stage_started_at) < parse_duration(shadow.duration):
+                return
+            if not self.analysis_allows_promotion():
+                return
+            if spec.automation in (
+                Automation.AFTER_SHADOW,
+                Automation.EVERY_STEP,
+            ) and not self.gate(
+                "shadow:end", "shadow passed: waiting for a human to let live traffic in"
+            ):
+                return
+        self.record("ShadowPassed", "shadow stage passed")
+        self.event(EventType.NORMAL, "ShadowPassed", f"{s.candidate_version} passed shadow")
+        if spec.strategy.canary is not None:
+            self.enter_stage(Stage.CANARY, 0)
+            self.set_traffic(0, 0)
+        else:
+            self.enter_blue_green_preview()
+        s.phase = self.running_phase()
+
+    def advance_canary(self) -> None:
+        s, spec = self.s, self.spec
+        canary = spec.strategy.canary
+        assert canary is not None
+        steps = canary.steps
+        while self.moving():
+            i = s.step_index or 0
+            if i >= len(steps):
+                self.try_promote_canary()
+                return
+            if not self.step_ready(i, steps[i]):
+                return
+            self.finish_step(i, steps[i])
+
+    def step_ready(self, i: int, step: CanaryStep) -> bool:
+        s, spec = self.s, self.spec
+        key = f"canary:{i}"
+        if step.set_weight is not None:
+            raises = step.set_weight > s.weights.candidate
+            if spec.automation == Automation.EVERY_STEP and raises:
+                return self.gate(key, f"waiting for approval to raise weight to {step.set_weight}%")
+            return True
+        if step.pause is not None:
+            if step.pause.duration is None:
+                return self.gate(key, f"human gate at step {i}: promote to go on")
+            if self.approved(key):
+                return True
+            return self.elapsed(s.step_started_at) >= parse_duration(step.pause.duration)
+        assert step.analysis is not None
+        if self.approved(key):
+            return True
+        return s.consecutive_passes >= step.analysis.checks
+
+    def finish_step(self, i: int, step: CanaryStep) -> None:
+        s = self.s
+        if step.set_weight is not None and step.set_weight != s.weights.candidate:
+            old = s.weights.candidate
+            self.set_traffic(step.set_weight, 0)
+            s.consecutive_passes = 0
+            msg = f"candidate {s.candidate_version} weight {old}% -> {step.set_weight}%"
+            self.record("WeightChanged", msg)
+            self.event(EventType.NORMAL, "WeightChanged", msg)
+        s.step_index = i + 1
+        s.step_started_at = ts(self.now)
+        s.message = f"canary step {i + 1} of {len(self.spec.strategy.canary.steps)}"  # type: ignore[union-attr]
+
+    def try_promote_canary(self) -> None:
+        s, spec = self.s, self.spec
+        if self.approved("canary:promotion"):
+            self.promote(f"promoted {s.candidate_version} by a human after every canary step")
+            return
+        if not self.analysis_allows_promotion():
+            return
+        if spec.automation in (
+            Automation.BEFORE_PROMOTION,
+            Automation.EVERY_STEP,
+        ) and not self.gate(
+            "canary:promotion", "all steps passed: waiting for approval to promote"
+        ):
+            return
+        self.promote(f"promoted {s.candidate_version}: every canary step passed")
+
+    def advance_preview(self) -> None:
+        s, spec = self.s, self.spec
+        bg = spec.strategy.blue_green
+        assert bg is not None
+        human = self.approved("preview:promotion")
+        if not human:
+            if self.elapsed(s.stage_started_at) < parse_duration(bg.preview_duration):
+                return
+            if not self.analysis_allows_promotion():
+                return
+            needs_human = not bg.auto_promote or spec.automation in (
+                Automation.BEFORE_PROMOTION,
+                Automation.EVERY_STEP,
+            )
+            if needs_human and not self.gate(
+                "preview:promotion", "preview passed: waiting for approval to switch"
+            ):
+                return
+        self.enter_stage(Stage.POST_PROMOTION)
+        self.set_traffic(100, 0)
+        s.scale_down_at = ts(self.now + timedelta(seconds=parse_duration(bg.scale_down_delay)))
+        s.phase = Phase.PROMOTING
+        s.message = (
+            f"switched all traffic to {s.candidate_version}; {s.stable_version} stays warm "
+            f"until {s.scale_down_at}"
+        )
+        self.record("Switched", s.message)
+        self.event(EventType.NORMAL, "Switched", s.message)
+
+    def advance_post_promotion(self) -> None:
+        s, spec = self.s, self.spec
+        bg = spec.strategy.blue_green
+        assert bg is not None
+        if self.elapsed(s.stage_started_at) < parse_duration(bg.post_promotion_duration):
+            return
+        if not self.analysis_allows_promotion():
+            return
+        self.promote(f"promoted {s.candidate_version}: post-promotion analysis passed")
+
+
+def _explain(r: GateResult) -> str:
+    value = "no data" if r.value is None else f"{r.value:.4g}"
+    return f"gate {r.metric}: {value} (limit {r.limit_text})"
+
+
+def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
+    if s.stage == Stage.SHADOW:
+        return "shadow:end"
+    if s.stage == Stage.PREVIEW:
+        return "preview:promotion"
+    if s.stage == Stage.CANARY and spec.strategy.canary is not None:
+        i = s.step_index or 0
+        return "canary:promotion" if i >= len(spec.strategy.canary.steps) else f"canary:{i}"
+    return "none"
+
+
+def decide(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    obs: Observations,
+    now: datetime,
+) -> Decision:
+    """The next status, the traffic the route should hold, and the events to send."""
+    t = _Tick(spec, status, now)
+    s = t.s
+    drift = _drifted(status, obs)
+
+    if s.stable_version is None and spec.stable is not None:
+        s.stable_version = spec.stable.version
+    if s.stable_version is None:
+        if s.phase != Phase.FAILED:
+            s.phase = Phase.FAILED
+            s.message = (
+                "no stable version known: set spec.stable.version to the version serving now"
+            )
+            t.record("Invalid", s.message)
+            t.event(EventType.WARNING, "Invalid", s.message)
+        return _finish(t, obs, drift, traffic=False)
+
+    if obs.deleting:
+        t.set_traffic(0, 0)
+        if s.phase not in TERMINAL:
+            t.event(
+                EventType.WARNING,
+                "Deleted",
+                f"deleted mid-rollout: all traffic back on {s.stable_version}",
+            )
+        return _finish(t, obs, drift, release=True)
+
+    if s.candidate_version != spec.candidate.version:
+        if spec.candidate.version == s.stable_version:
+            if s.phase not in TERMINAL or s.candidate_version is None:
+                if s.candidate_version and s.candidate_version != s.stable_version:
+                    t.retired = (s.candidate_version,)
+                s.candidate_version = spec.candidate.version
+                s.phase = Phase.SUCCEEDED
+                s.stage = Stage.DONE
+                t.set_traffic(0, 0)
+                s.message = f"{s.stable_version} is stable; nothing to roll out"
+                t.record("UpToDate", s.message)
+            else:
+                s.candidate_version = spec.candidate.version
+        else:
+            restarted = s.candidate_version is not None and s.phase not in TERMINAL
+            t.start_rollout("CandidateReplaced" if restarted else "RolloutStarted")
+
+    t.handle_request(obs)
+
+    if s.phase not in TERMINAL:
+        if spec.paused and s.pause_reason != PAUSE_SPEC:
+            t.pause(PAUSE_SPEC, "paused by spec.paused")
+        elif not spec.paused and s.pause_reason == PAUSE_SPEC:
+            t.unpause("spec.paused was cleared")
+
+    if obs.analysis is not None and s.phase not in TERMINAL:
+        t.take_check(obs.analysis)
+
+    if s.pause_reason not in (PAUSE_SPEC, PAUSE_USER):
+        t.advance()
+
+    return _finish(t, obs, drift)
+
+
+def _drifted(before: ModelRolloutStatus, obs: Observations) -> tuple[int, int] | None:
+    """What the route held, when it is not what the operator left there last tick."""
+    if obs.traffic is None or obs.traffic_error is not None or before.phase == Phase.PENDING:
+        return None
+    if before.stable_version is None:
+        return None
+    seen = (obs.traffic.candidate_weight, obs.traffic.mirror_percent)
+    applied = (before.weights.candidate, before.mirror_percent)
+    return seen if seen != applied else None
+
+
+def _finish(
+    t: _Tick,
+    obs: Observations,
+    drift: tuple[int, int] | None,
+    *,
+    release: bool = False,
+    traffic: bool = True,
+) -> Decision:
+    s = t.s
+    s.observed_generation = obs.generation
+    intent: TrafficIntent | None = None
+    if traffic and s.stable_version is not None:
+        candidate = s.candidate_version if s.candidate_version != s.stable_version else None
+        intent = TrafficIntent(
+            stable_version=s.stable_version,
+            candidate_version=candidate,
+            candidate_weight=s.weights.candidate if candidate else 0,
+            mirror_percent=s.mirror_percent if candidate else 0,
+            retired_versions=t.retired,
+        )
+    if drift is not None and not release:
+        t.event(
+            EventType.WARNING,
+            "TrafficDrift",
+            f"the route held candidate {drift[0]}% / mirror {drift[1]}%, the operator had set "
+            f"{s.weights.candidate}% / {s.mirror_percent}%: restoring",
+        )
+    set_conditions(s, obs, t.now, drift=drift is not None)
+    return Decision(
+        status=s.dump(),
+        traffic=intent,
+        events=t.events,
+        release_finalizer=release,
+    )

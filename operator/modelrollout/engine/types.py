@@ -1,0 +1,127 @@
+"""Values that go into the engine and come out of it.
+
+The engine reads no clock and does no I/O: the kopf shell gathers these
+observations, calls :func:`modelrollout.engine.decide`, and carries out the
+decision (one status patch, one traffic change, events after the patch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from modelrollout.api.models import GateResult
+
+
+class RequestVerb(StrEnum):
+    """One-off commands a human sends through the CLI (an annotation on the object)."""
+
+    PROMOTE = "promote"
+    """Pass the current gate or pause; go on to the next step."""
+    PROMOTE_FULL = "promote-full"
+    """Skip every remaining step and analysis: promote now."""
+    ABORT = "abort"
+    """Send all traffic back to stable now."""
+    PAUSE = "pause"
+    """Hold where it is until resumed."""
+    RESUME = "resume"
+    """Lift a pause set by the pause command or by inconclusive analysis."""
+    RETRY = "retry"
+    """Start the same candidate again from its first stage after a rollback."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A command read from the ``modelrollout.io/request`` annotation: ``verb:id``."""
+
+    verb: RequestVerb
+    id: str
+
+    @classmethod
+    def parse(cls, text: str | None) -> Request | None:
+        if not text or ":" not in text:
+            return None
+        verb, _, id_ = text.partition(":")
+        try:
+            return cls(RequestVerb(verb.strip()), id_.strip())
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.verb.value}:{self.id}"
+
+
+@dataclass(frozen=True)
+class TrafficState:
+    """What the route holds: the share of live traffic on the candidate, and mirrored to it."""
+
+    candidate_weight: int
+    mirror_percent: int
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything the shell saw this tick."""
+
+    generation: int = 1
+    request: Request | None = None
+    analysis: list[GateResult] | None = None
+    """Results of a check run this tick (``None``: no check ran)."""
+    traffic: TrafficState | None = None
+    """What the router read back from the route; ``None`` when it could not read it."""
+    traffic_error: str | None = None
+    """Why the router could not read or change the route (missing object, no rule, ...)."""
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class TrafficIntent:
+    """The split the route should hold. ``candidate_version`` None means stable only."""
+
+    stable_version: str
+    candidate_version: str | None
+    candidate_weight: int
+    mirror_percent: int
+    retired_versions: tuple[str, ...] = ()
+    """Versions that must leave the route (an old candidate replaced mid-rollout)."""
+
+    @property
+    def stable_weight(self) -> int:
+        return 100 - self.candidate_weight
+
+    @property
+    def state(self) -> TrafficState:
+        return TrafficState(self.candidate_weight, self.mirror_percent)
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the shell should measure before it calls decide."""
+
+    check_due: bool
+    candidate_version: str | None = None
+    stable_version: str | None = None
+    stage: str | None = None
+    gates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: dict[str, object]
+    """The whole next status, in wire form (camelCase), ready for one merge patch."""
+    traffic: TrafficIntent | None
+    """None when there is nothing to route (no stable version known)."""
+    events: list[Event] = field(default_factory=list)
+    release_finalizer: bool = False
