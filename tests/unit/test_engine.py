@@ -1,0 +1,378 @@
+"""Table tests for every transition of the pure engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.api.models import Phase, Stage, Verdict
+from modelrollout.engine import RequestVerb, TrafficState
+
+from .engine_harness import FAIL, NODATA, PASS, Sim, gate, make_spec
+
+SHADOW_THEN_CANARY: dict[str, Any] = {
+    "shadow": {"mirrorPercent": 50, "duration": "2m"},
+    "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1m"}}]},
+}
+HUMAN_GATE: dict[str, Any] = {
+    "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}]}
+}
+BLUE_GREEN: dict[str, Any] = {
+    "blueGreen": {
+        "previewDuration": "1m",
+        "previewMirrorPercent": 100,
+        "postPromotionDuration": "2m",
+        "scaleDownDelay": "10m",
+    }
+}
+
+
+def test_a_new_rollout_starts_at_the_first_step_with_stable_seeded_from_spec() -> None:
+    sim = Sim(make_spec())
+    d = sim.tick()
+    assert sim.status.stable_version == "v1"
+    assert sim.status.candidate_version == "v2"
+    assert sim.status.phase == Phase.PROGRESSING
+    assert sim.status.weights.candidate == 10  # setWeight runs at once
+    assert sim.status.step_index == 1
+    assert [e.reason for e in d.events] == ["RolloutStarted", "WeightChanged"]
+
+
+def test_a_timed_pause_holds_until_it_ends_then_the_next_weight_is_set() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(50)
+    assert sim.status.weights.candidate == 10
+    sim.run(20)
+    assert sim.status.weights.candidate == 50
+
+
+def test_a_healthy_candidate_goes_from_shadow_to_canary_to_promoted() -> None:
+    sim = Sim(make_spec(strategy=SHADOW_THEN_CANARY))
+    sim.tick()
+    assert (sim.status.phase, sim.status.stage) == (Phase.SHADOWING, Stage.SHADOW)
+    assert (sim.status.weights.candidate, sim.status.mirror_percent) == (0, 50)
+    sim.run(130)
+    assert sim.status.stage == Stage.CANARY
+    assert (sim.status.weights.candidate, sim.status.mirror_percent) == (25, 0)
+    sim.run(120)
+    assert sim.status.phase == Phase.SUCCEEDED
+    assert sim.status.stable_version == "v2"
+    last = sim.decisions[-1].traffic
+    assert last is not None
+    assert (last.stable_version, last.candidate_version, last.stable_weight) == ("v2", None, 100)
+    assert sim.reasons.count("Promoted") == 1
+    assert sim.reasons.index("ShadowPassed") < sim.reasons.index("Promoted")
+
+
+def test_failed_checks_up_to_the_limit_roll_back_and_say_which_gate_why() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=30, results=FAIL)
+    assert sim.status.phase == Phase.PROGRESSING
+    assert sim.reasons[-1] == "AnalysisFailed"
+    sim.tick(seconds=30, results=FAIL)
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert (sim.status.weights.candidate, sim.status.mirror_percent) == (0, 0)
+    assert sim.status.message is not None
+    assert "p99-latency" in sim.status.message
+    assert "0.9" in sim.status.message
+    assert "<= 0.5" in sim.status.message
+
+
+def test_a_pass_between_failures_resets_the_count() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    for results in (FAIL, PASS, FAIL):
+        sim.tick(seconds=30, results=results)
+    assert sim.status.phase == Phase.PROGRESSING
+    assert sim.status.consecutive_failures == 1
+
+
+def test_no_data_is_inconclusive_and_pauses_at_the_limit_never_promotes() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(600, results=NODATA)
+    assert sim.status.phase == Phase.PAUSED
+    assert sim.status.pause_reason == "inconclusive"
+    assert sim.status.weights.candidate == 10
+    assert "Promoted" not in sim.reasons
+
+
+def test_an_inconclusive_pause_lifts_itself_when_data_returns() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(120, results=NODATA)
+    assert sim.status.phase == Phase.PAUSED
+    sim.run(300, results=PASS)
+    assert sim.status.phase == Phase.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("policy", "phase"),
+    [
+        pytest.param("Hold", Phase.PAUSED, id="hold-pauses"),
+        pytest.param("Fail", Phase.ROLLED_BACK, id="fail-rolls-back"),
+        pytest.param("Ignore", Phase.SUCCEEDED, id="ignore-goes-on"),
+    ],
+)
+def test_the_inconclusive_policy_of_a_gate_decides_what_no_data_leads_to(
+    policy: str, phase: Phase
+) -> None:
+    spec = make_spec(
+        analysis={
+            "interval": "30s",
+            "metrics": [
+                {"name": "p99-latency", "latency": {}, "max": 0.5},
+                {"name": "drift", "query": "x", "max": 0.2, "onInconclusive": policy},
+            ],
+        }
+    )
+    sim = Sim(spec)
+    sim.tick()
+    sim.run(400, results=[gate(Verdict.PASS), gate(Verdict.INCONCLUSIVE, None, "drift")])
+    assert sim.status.phase == phase
+
+
+def test_an_untimed_pause_is_a_human_gate_that_holds_until_promote() -> None:
+    sim = Sim(make_spec(strategy=HUMAN_GATE))
+    sim.tick()
+    sim.run(600)
+    assert sim.status.phase == Phase.PAUSED
+    assert sim.status.awaiting_approval == "canary:1"
+    assert sim.status.weights.candidate == 20
+    sim.tick(request=RequestVerb.PROMOTE)
+    assert sim.status.weights.candidate == 60
+    sim.run(60)
+    assert sim.status.phase == Phase.SUCCEEDED
+
+
+def test_resume_does_not_pass_a_human_gate() -> None:
+    sim = Sim(make_spec(strategy=HUMAN_GATE))
+    sim.tick()
+    sim.run(60)
+    sim.tick(request=RequestVerb.RESUME)
+    assert sim.status.phase == Phase.PAUSED
+    assert sim.reasons[-1] == "RequestIgnored"
+
+
+def test_abort_rolls_back_at_once() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=5, request=RequestVerb.ABORT)
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert sim.status.aborted is True
+    assert sim.route == TrafficState(0, 0)
+
+
+def test_promote_full_skips_every_remaining_step() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=5, request=RequestVerb.PROMOTE_FULL)
+    assert sim.status.phase == Phase.SUCCEEDED
+    assert sim.status.stable_version == "v2"
+
+
+def test_promote_skips_a_timed_pause() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=5, request=RequestVerb.PROMOTE)
+    assert sim.status.weights.candidate == 50
+
+
+def test_pause_and_resume_by_command_hold_progress_in_between() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=5, request=RequestVerb.PAUSE)
+    sim.run(300)
+    assert (sim.status.phase, sim.status.weights.candidate) == (Phase.PAUSED, 10)
+    sim.tick(request=RequestVerb.RESUME)
+    assert sim.status.phase == Phase.PROGRESSING
+
+
+def test_spec_paused_holds_and_the_resume_command_cannot_override_it() -> None:
+    spec = make_spec(paused=True)
+    sim = Sim(spec)
+    sim.tick()
+    sim.run(300)
+    assert sim.status.phase == Phase.PAUSED
+    sim.tick(request=RequestVerb.RESUME)
+    assert sim.status.phase == Phase.PAUSED
+    sim.spec = make_spec(paused=False)
+    sim.tick()
+    assert sim.status.phase == Phase.PROGRESSING
+
+
+def test_a_new_candidate_mid_rollout_restarts_from_the_first_stage_and_retires_the_old() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(70)
+    assert sim.status.weights.candidate == 50
+    sim.spec = make_spec(candidate={"version": "v3"})
+    d = sim.tick()
+    assert sim.status.candidate_version == "v3"
+    assert sim.status.step_index == 1
+    assert sim.status.weights.candidate == 10
+    assert d.traffic is not None
+    assert d.traffic.retired_versions == ("v2",)
+    assert "CandidateReplaced" in [e.reason for e in d.events]
+
+
+def test_a_candidate_after_a_promotion_starts_a_new_rollout_from_the_new_stable() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(200)
+    assert sim.status.stable_version == "v2"
+    sim.spec = make_spec(candidate={"version": "v3"})
+    sim.tick()
+    assert (sim.status.stable_version, sim.status.candidate_version) == ("v2", "v3")
+    assert sim.status.phase == Phase.PROGRESSING
+
+
+def test_retry_after_a_rollback_starts_the_same_candidate_again() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(request=RequestVerb.ABORT)
+    sim.tick(seconds=5, request=RequestVerb.RETRY)
+    assert sim.status.phase == Phase.PROGRESSING
+    assert sim.status.weights.candidate == 10
+
+
+def test_promote_on_a_finished_rollout_is_refused_with_an_event() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(request=RequestVerb.ABORT)
+    sim.tick(request=RequestVerb.PROMOTE)
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert sim.reasons[-1] == "RequestIgnored"
+
+
+def test_blue_green_previews_then_switches_all_traffic_in_one_move() -> None:
+    sim = Sim(make_spec(strategy=BLUE_GREEN))
+    sim.tick()
+    assert (sim.status.stage, sim.status.weights.candidate, sim.status.mirror_percent) == (
+        Stage.PREVIEW,
+        0,
+        100,
+    )
+    sim.run(70)
+    assert (sim.status.phase, sim.status.weights.candidate) == (Phase.PROMOTING, 100)
+    assert sim.status.scale_down_at is not None
+    sim.run(130)
+    assert sim.status.phase == Phase.SUCCEEDED
+    assert sim.status.stable_version == "v2"
+
+
+def test_blue_green_post_promotion_failure_switches_back_instantly() -> None:
+    sim = Sim(make_spec(strategy=BLUE_GREEN))
+    sim.tick()
+    sim.run(70)
+    assert sim.status.weights.candidate == 100
+    sim.run(60, every=30, results=FAIL)
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert sim.status.stable_version == "v1"
+    assert sim.route == TrafficState(0, 0)
+
+
+def test_blue_green_without_auto_promote_waits_for_a_human_to_switch() -> None:
+    strategy = {"blueGreen": {**BLUE_GREEN["blueGreen"], "autoPromote": False}}
+    sim = Sim(make_spec(strategy=strategy))
+    sim.tick()
+    sim.run(300)
+    assert (sim.status.phase, sim.status.awaiting_approval) == (Phase.PAUSED, "preview:promotion")
+    sim.tick(request=RequestVerb.PROMOTE)
+    assert sim.status.weights.candidate == 100
+
+
+def test_deleting_mid_rollout_sends_all_traffic_back_to_stable() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    d = sim.tick(seconds=5, deleting=True)
+    assert d.release_finalizer
+    assert d.traffic is not None
+    assert (d.traffic.candidate_weight, d.traffic.mirror_percent) == (0, 0)
+    assert d.traffic.stable_version == "v1"
+
+
+def test_a_hand_edited_route_is_reported_and_the_intent_restored() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    d = sim.tick(seconds=5, route=TrafficState(40, 0))
+    assert [e.reason for e in d.events] == ["TrafficDrift"]
+    assert d.traffic is not None
+    assert d.traffic.candidate_weight == 10
+    cond = {c.type: c for c in sim.status.conditions}["TrafficInSync"]
+    assert (cond.status, cond.reason) == ("False", "ManualEdit")
+
+
+def test_without_any_stable_version_the_rollout_fails_with_a_clear_message() -> None:
+    sim = Sim(make_spec(stable=None))
+    d = sim.tick()
+    assert sim.status.phase == Phase.FAILED
+    assert "spec.stable.version" in (sim.status.message or "")
+    assert d.traffic is None
+
+
+@pytest.mark.parametrize(
+    ("automation", "gate_key"),
+    [
+        pytest.param("AfterShadow", "shadow:end", id="after-shadow"),
+        pytest.param("BeforePromotion", "canary:promotion", id="before-promotion"),
+        pytest.param("EveryStep", "shadow:end", id="every-step-first-asks-after-shadow"),
+    ],
+)
+def test_automation_stops_for_a_human_where_it_says(automation: str, gate_key: str) -> None:
+    sim = Sim(make_spec(strategy=SHADOW_THEN_CANARY, automation=automation))
+    sim.tick()
+    sim.run(600)
+    assert sim.status.phase == Phase.PAUSED
+    assert sim.status.awaiting_approval == gate_key
+
+
+def test_every_step_automation_asks_before_each_weight_increase() -> None:
+    sim = Sim(make_spec(automation="EveryStep"))
+    sim.tick()
+    assert (sim.status.awaiting_approval, sim.status.weights.candidate) == ("canary:0", 0)
+    sim.tick(request=RequestVerb.PROMOTE)
+    assert sim.status.weights.candidate == 10
+    sim.run(70)
+    assert sim.status.awaiting_approval == "canary:2"
+
+
+def test_full_automation_runs_to_promotion_without_a_human() -> None:
+    sim = Sim(make_spec(strategy=SHADOW_THEN_CANARY, automation="Full"))
+    sim.tick()
+    sim.run(600)
+    assert sim.status.phase == Phase.SUCCEEDED
+
+
+def test_conditions_follow_kstatus_for_success_and_rollback() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    cond = {c.type: c.status for c in sim.status.conditions}
+    assert cond == {
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+        "Paused": "False",
+        "TrafficInSync": "True",
+    }
+    sim.tick(request=RequestVerb.ABORT)
+    cond = {c.type: c.status for c in sim.status.conditions}
+    assert (cond["Ready"], cond["Reconciling"], cond["Stalled"]) == ("False", "False", "True")
+
+
+def test_a_tick_with_nothing_new_returns_the_same_status() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    before = sim.status.dump()
+    sim.tick(seconds=1)
+    assert sim.status.dump() == before
+
+
+def test_the_analysis_ledger_is_bounded() -> None:
+    sim = Sim(make_spec(strategy={"canary": {"steps": [{"setWeight": 5}, {"pause": {}}]}}))
+    sim.tick()
+    sim.run(3000, every=30)
+    assert len(sim.status.analysis_ledger) == 20
