@@ -1,0 +1,122 @@
+"""Metric sources: where gate values come from.
+
+A source answers an instant PromQL query with a list of samples, or raises
+:class:`SourceError` when it cannot answer at all. "No data" is not an
+error: it is an empty list, and the gate that asked turns it into an
+*inconclusive* verdict (never a pass). Keeping the two apart is what lets a
+gate say "Prometheus is down" rather than "the candidate is fine".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class SourceError(Exception):
+    """The source could not be asked: unreachable, timed out, or refused the query."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass
+class QueryStats:
+    """Counters the operator exports on /metrics."""
+
+    queries: int = 0
+    errors: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+
+class MetricSource(Protocol):
+    def instant(self, query: str) -> list[Sample]: ...
+
+
+def parse_result(data: Any) -> list[Sample]:
+    """Samples from the ``data.result`` of a Prometheus instant query (vector or scalar)."""
+    if isinstance(data, dict):
+        kind = data.get("resultType")
+        result = data.get("result")
+        if kind in ("scalar", "string"):
+            return [Sample({}, _float(result[1]))] if result else []
+        data = result
+    if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
+        return [Sample({}, _float(data[1]))]  # a scalar: [timestamp, "value"]
+    samples: list[Sample] = []
+    for item in data or []:
+        if isinstance(item, dict) and "value" in item:
+            samples.append(Sample(dict(item.get("metric") or {}), _float(item["value"][1])))
+    return samples
+
+
+def _float(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class PrometheusSource:
+    """Instant queries through ``prometheus-api-client``.
+
+    ``observe`` is called with (seconds, error) after each query so the
+    operator can export query latency and errors without this class knowing
+    about its metrics.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 10.0,
+        observe: Callable[[float, bool], None] | None = None,
+    ) -> None:
+        import requests
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
+
+        self.url = url
+        self.timeout = timeout
+        self._observe = observe
+        session = requests.Session()
+        if ca_bundle:
+            session.verify = ca_bundle
+        # One quick retry: a down Prometheus must turn into "inconclusive" within
+        # seconds, not hold the reconcile loop through a long backoff.
+        self._client = PrometheusConnect(
+            url=url,
+            headers=headers,
+            auth=auth,
+            disable_ssl=False,
+            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[502, 503, 504]),
+            session=session,
+            timeout=int(max(1, timeout)),
+        )
+
+    def instant(self, query: str) -> list[Sample]:
+        started = time.monotonic()
+        failed = False
+        try:
+            result = self._client.custom_query(query=query, params={"timeout": self.timeout})
+            return parse_result(result)
+        except Exception as exc:
+            failed = True
+            raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(time.monotonic() - started, failed)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
