@@ -376,3 +376,22 @@ def test_the_analysis_ledger_is_bounded() -> None:
     sim.tick()
     sim.run(3000, every=30)
     assert len(sim.status.analysis_ledger) == 20
+
+
+def test_a_route_that_cannot_be_read_holds_the_rollout_and_warns_once() -> None:
+    from modelrollout.engine import Observations, decide
+
+    sim = Sim(make_spec())
+    sim.tick()
+    before = sim.status
+    obs = Observations(traffic_error="httproutes fraud-detector not found")
+    d1 = decide(sim.spec, before, obs, sim.now)
+    assert d1.traffic is None
+    assert [e.reason for e in d1.events] == ["RouteUnavailable"]
+    from modelrollout.api.models import ModelRolloutStatus
+
+    after = ModelRolloutStatus.model_validate(d1.status)
+    assert after.weights == before.weights
+    assert after.step_index == before.step_index
+    d2 = decide(sim.spec, after, obs, sim.now)
+    assert d2.events == []

@@ -493,6 +493,10 @@ class Condition(_Model):
 
 
 class ModelRolloutStatus(_Model):
+    """Every fact the operator needs to carry on after a restart lives here."""
+
+    model_config = ConfigDict(extra="ignore")
+
     phase: Phase = Phase.PENDING
     stage: Stage | None = None
     step_index: int | None = None

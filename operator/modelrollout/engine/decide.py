@@ -598,6 +598,14 @@ def decide(
             t.event(EventType.WARNING, "Invalid", s.message)
         return _finish(t, obs, drift, traffic=False)
 
+    if obs.traffic_error is not None and not obs.deleting:
+        # The route cannot be read: hold everything (weights we cannot apply must not be
+        # recorded as applied), say why, and try again next tick.
+        before = {c.type: c.reason for c in s.conditions}
+        if before.get("TrafficInSync") != "RouteUnavailable":
+            t.event(EventType.WARNING, "RouteUnavailable", obs.traffic_error)
+        return _finish(t, obs, None, traffic=False)
+
     if obs.deleting:
         t.set_traffic(0, 0)
         if s.phase not in TERMINAL:

@@ -62,7 +62,8 @@ def _mirror_percent(f: dict[str, Any]) -> int:
         return int(rm["percent"])
     if "fraction" in rm:
         frac = rm["fraction"]
-        return int(round(100 * frac.get("numerator", 0) / (frac.get("denominator") or 100)))
+        pct: float = 100 * frac.get("numerator", 0) / (frac.get("denominator") or 100)
+        return round(pct)
     return 100
 
 

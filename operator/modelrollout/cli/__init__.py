@@ -1,0 +1,1 @@
+"""The ``modelrollout`` and ``kubectl-modelrollout`` command line."""

@@ -1,0 +1,111 @@
+"""The kopf layer: thin handlers that translate between kopf and the reconcile.
+
+A timer drives progress from the current state (kopf's advice for
+state-driven reconciliation), so a restarted operator simply picks up from
+the status; a deletion handler (and its finalizer) sends traffic back to
+stable before the object goes. Adapters are built once at start-up and kept
+in kopf's ``memo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from modelrollout.analysis.source import MetricSource, PrometheusSource
+from modelrollout.api.models import GROUP, PLURAL, VERSION
+from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
+from modelrollout.operator.metrics import OperatorMetrics
+from modelrollout.operator.reconcile import Adapters, reconcile
+
+
+@dataclass
+class RunConfig:
+    namespaces: list[str] = field(default_factory=list)
+    prometheus: str = "http://prometheus.monitoring:9090"
+    prometheus_token: str | None = None
+    prometheus_basic_auth: tuple[str, str] | None = None
+    prometheus_ca: str | None = None
+    tick: float = 5.0
+    peering: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+
+
+def plain(x: Any) -> Any:
+    """kopf hands out read-only views; the core wants plain dicts and lists."""
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [plain(v) for v in x]
+    return x
+
+
+def build_adapters(cfg: RunConfig) -> Adapters:
+    load_config(cfg.kubeconfig, cfg.context)
+    sources: dict[str, MetricSource] = {}
+    headers = {"Authorization": f"Bearer {cfg.prometheus_token}"} if cfg.prometheus_token else None
+
+    def source_for(address: str | None) -> MetricSource:
+        url = address or cfg.prometheus
+        if url not in sources:
+            sources[url] = PrometheusSource(
+                url,
+                headers=headers,
+                auth=cfg.prometheus_basic_auth,
+                ca_bundle=cfg.prometheus_ca,
+                observe=cfg.metrics.observe_query,
+            )
+        return sources[url]
+
+    return Adapters(
+        routers=routers(),
+        source_for=source_for,
+        status=KubeStatusWriter(),
+        events=KubeEventSink(),
+        observe=cfg.metrics.observe,
+    )
+
+
+def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration"
+        )
+        settings.posting.enabled = False  # our own Events say what was decided; kopf's say less
+        settings.watching.server_timeout = 60
+        if cfg.peering:
+            settings.peering.name = cfg.peering
+            settings.peering.mandatory = True
+            settings.peering.clusterwide = not cfg.namespaces
+        else:
+            settings.peering.standalone = True
+        memo["adapters"] = build_adapters(cfg)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=cfg.tick, registry=registry)
+    def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconcile(plain(body), memo["adapters"])
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        from modelrollout.traffic.base import RouteError
+
+        try:
+            reconcile(plain(body), memo["adapters"], deleting=True)
+        except RouteError as exc:
+            raise kopf.TemporaryError(
+                f"cannot return traffic to stable yet: {exc}", delay=5
+            ) from exc
+        meta = body.get("metadata") or {}
+        cfg.metrics.forget(str(meta.get("namespace")), str(meta.get("name")))
+
+    return registry

@@ -1,0 +1,94 @@
+"""Kubernetes adapters: the status writer, the event sink, and the routers' clients."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from modelrollout.api.models import GROUP, PLURAL, VERSION
+from modelrollout.engine import Event
+from modelrollout.traffic.base import Router
+from modelrollout.traffic.gateway_api import GatewayAPIRouter
+from modelrollout.traffic.istio import IstioRouter
+from modelrollout.traffic.service import ServiceRouter
+
+log = logging.getLogger("modelrollout")
+
+
+def load_config(kubeconfig: str | None = None, context: str | None = None) -> None:
+    """In a pod: the ServiceAccount; elsewhere: the kubeconfig, as kubectl reads it."""
+    from kubernetes import config as kube_config
+
+    config: Any = kube_config
+    if kubeconfig is None and context is None:
+        try:
+            config.load_incluster_config()
+            return
+        except config.ConfigException:
+            pass
+    config.load_kube_config(config_file=kubeconfig, context=context)
+
+
+def routers() -> dict[str, Router]:
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi()
+    return {
+        "gatewayAPI": GatewayAPIRouter(custom),
+        "istio": IstioRouter(custom),
+        "service": ServiceRouter(client.CoreV1Api(), client.AppsV1Api()),
+    }
+
+
+class KubeStatusWriter:
+    def __init__(self) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi()
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, patch
+        )
+
+
+class KubeEventSink:
+    """Core/v1 Events on the ModelRollout, as ``kubectl describe`` and ``kubectl events`` show."""
+
+    def __init__(self, component: str = "modelrollout-operator") -> None:
+        from kubernetes import client
+
+        self.api = client.CoreV1Api()
+        self.component = component
+
+    def emit(self, body: dict[str, Any], event: Event) -> None:
+        from kubernetes import client
+
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace", "default")
+        now = datetime.now(UTC)
+        obj = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'modelrollout')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="ModelRollout",
+                name=meta.get("name"),
+                namespace=namespace,
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=event.reason,
+            message=event.message[:1024],
+            type=event.type.value,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=self.component),
+            reporting_component=self.component,
+            reporting_instance=self.component,
+        )
+        try:
+            self.api.create_namespaced_event(namespace, obj)
+        except Exception as exc:  # an event that cannot be posted must not stop a rollout
+            log.warning("cannot post event %s: %s", event.reason, exc)

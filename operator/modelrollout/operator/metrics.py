@@ -1,0 +1,142 @@
+"""The operator's own metrics, on /metrics.
+
+SREs judge an operator by what it tells them: how many rollouts are in each
+phase, where each candidate's weight stands, what the gates said, what was
+decided, how long it took from a breached check to traffic back on stable,
+and whether Prometheus itself answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from modelrollout.api.models import Phase
+from modelrollout.engine import Decision
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.phase = Gauge("modelrollout_rollouts", "Rollouts by phase.", ["phase"], registry=r)
+        self.rollout_phase = Gauge(
+            "modelrollout_rollout_phase",
+            "1 for the phase each rollout is in.",
+            ["namespace", "rollout", "phase"],
+            registry=r,
+        )
+        self.weight = Gauge(
+            "modelrollout_candidate_weight_percent",
+            "Share of live traffic on the candidate.",
+            ["namespace", "rollout"],
+            registry=r,
+        )
+        self.mirror = Gauge(
+            "modelrollout_mirror_percent",
+            "Share of live traffic mirrored to the candidate.",
+            ["namespace", "rollout"],
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "modelrollout_gate_verdicts_total",
+            "Gate verdicts by gate and outcome.",
+            ["namespace", "rollout", "gate", "verdict"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "modelrollout_decisions_total",
+            "Decisions taken (one per Event reason).",
+            ["namespace", "rollout", "reason"],
+            registry=r,
+        )
+        self.rollback_seconds = Histogram(
+            "modelrollout_breach_to_rollback_seconds",
+            "From the first failed check of a streak to traffic back on stable.",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.query_seconds = Histogram(
+            "modelrollout_prometheus_query_seconds",
+            "Latency of queries to Prometheus.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.query_errors = Counter(
+            "modelrollout_prometheus_query_errors_total",
+            "Queries to Prometheus that got no answer.",
+            registry=r,
+        )
+        self.reconcile_seconds = Histogram(
+            "modelrollout_reconcile_seconds",
+            "Duration of one reconcile.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def observe_query(self, seconds: float, failed: bool) -> None:
+        self.query_seconds.observe(seconds)
+        if failed:
+            self.query_errors.inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted rollout leaves no series behind."""
+        self._phases.pop((namespace, name), None)
+        self._refresh_phases()
+        for labels, gauge in [((namespace, name), self.weight), ((namespace, name), self.mirror)]:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        for p in Phase:
+            with contextlib.suppress(KeyError):
+                self.rollout_phase.remove(namespace, name, p.value)
+
+    def observe(self, body: dict[str, Any], decision: Decision, seconds: float) -> None:
+        meta = body.get("metadata") or {}
+        ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        st = decision.status
+        phase = str(st.get("phase", Phase.PENDING.value))
+        self.reconcile_seconds.observe(seconds)
+        weights = st.get("weights") or {}
+        assert isinstance(weights, dict)
+        self.weight.labels(ns, name).set(float(weights.get("candidate", 0)))
+        self.mirror.labels(ns, name).set(float(st.get("mirrorPercent", 0) or 0))  # type: ignore[arg-type]
+        for p in Phase:
+            self.rollout_phase.labels(ns, name, p.value).set(1 if p.value == phase else 0)
+        self._phases[(ns, name)] = phase
+        self._refresh_phases()
+        before = ((body.get("status") or {}).get("lastAnalysis") or {}).get("at")
+        last = st.get("lastAnalysis")
+        if isinstance(last, dict) and last.get("at") != before:
+            for result in last.get("results", []):
+                self.verdicts.labels(ns, name, result["metric"], result["verdict"]).inc()
+        for event in decision.events:
+            self.decisions.labels(ns, name, event.reason).inc()
+            if event.reason == "RolledBack":
+                self._observe_breach(st)
+
+    def _observe_breach(self, st: dict[str, Any]) -> None:
+        ledger = st.get("analysisLedger") or []
+        first = None
+        for run in reversed(ledger):
+            if run.get("verdict") != "Fail":
+                break
+            first = run.get("at")
+        last = ledger[-1].get("at") if ledger else None
+        if first and last:
+            fmt = "%Y-%m-%dT%H:%M:%SZ"
+            delta = datetime.strptime(last, fmt) - datetime.strptime(first, fmt)
+            self.rollback_seconds.observe(delta.total_seconds())
+
+    def _refresh_phases(self) -> None:
+        counts = {p.value: 0 for p in Phase}
+        for phase in self._phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, n in counts.items():
+            self.phase.labels(phase).set(n)

@@ -1,0 +1,250 @@
+"""One reconcile of one ModelRollout: read, decide, write once, then tell.
+
+This is the whole shell around the pure engine, free of kopf so it can be
+driven directly in tests. The order is fixed:
+
+1. parse the spec (a bad one becomes a Failed status with the reason);
+2. read what the route holds, and the human request annotation;
+3. run the gates if a check is due;
+4. ``engine.decide``;
+5. make the route hold the decision's traffic intent;
+6. one status merge patch, skipped when nothing changed;
+7. Events, after the patch has landed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from modelrollout.analysis.gates import GateContext, evaluate
+from modelrollout.analysis.source import MetricSource
+from modelrollout.api.models import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+)
+from modelrollout.engine import (
+    Decision,
+    Event,
+    EventType,
+    Observations,
+    Request,
+    TrafficIntent,
+    TrafficState,
+    active_gates,
+    decide,
+    plan,
+)
+from modelrollout.engine.decide import ts
+from modelrollout.operator.patching import merge_patch
+from modelrollout.traffic.base import Names, RouteError, Router
+
+REQUEST_ANNOTATION = f"{GROUP}/request"
+log = logging.getLogger("modelrollout")
+
+
+class StatusWriter(Protocol):
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+
+
+class EventSink(Protocol):
+    def emit(self, body: dict[str, Any], event: Event) -> None: ...
+
+
+@dataclass
+class Adapters:
+    """Everything with I/O, built once at start-up (kopf's memo holds it)."""
+
+    routers: dict[str, Router]
+    source_for: Callable[[str | None], MetricSource]
+    status: StatusWriter
+    events: EventSink
+    clock: Callable[[], datetime] = field(
+        default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    )
+    observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+
+
+def names_for(
+    spec: ModelRolloutSpec,
+    namespace: str,
+    stable_version: str,
+    candidate_version: str | None,
+    retired: tuple[str, ...] = (),
+) -> Names:
+    """Service and Deployment names of the versions in play, from the spec's templates."""
+    from modelrollout.api.models import VersionRef
+
+    def ref(version: str) -> VersionRef:
+        if spec.candidate.version == version:
+            return spec.candidate
+        if spec.stable is not None and spec.stable.version == version:
+            return spec.stable
+        return VersionRef(version=version)
+
+    routing = spec.traffic_routing
+    if routing.gateway_api is not None:
+        obj, section, port = (
+            routing.gateway_api.http_route,
+            routing.gateway_api.rule,
+            routing.gateway_api.port,
+        )
+    elif routing.istio is not None:
+        obj, section, port = routing.istio.virtual_service, routing.istio.route, routing.istio.port
+    else:
+        assert routing.service is not None
+        obj, section, port = routing.service.name, None, None
+    return Names(
+        namespace=namespace,
+        object_name=obj,
+        stable=spec.service_for(ref(stable_version)),
+        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
+        retired=tuple(spec.service_for(ref(v)) for v in retired),
+        section=section,
+        port=port,
+        stable_version=stable_version,
+        candidate_version=candidate_version,
+        stable_workload=spec.deployment_for(ref(stable_version)),
+        candidate_workload=spec.deployment_for(ref(candidate_version))
+        if candidate_version
+        else None,
+        version_label=routing.service.version_label if routing.service else "version",
+    )
+
+
+def _prior_versions(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus
+) -> tuple[str | None, str | None]:
+    stable = status.stable_version or (spec.stable.version if spec.stable else None)
+    candidate = status.candidate_version
+    if candidate is None or candidate == stable:
+        candidate = None
+    return stable, candidate
+
+
+def reconcile(
+    body: dict[str, Any], adapters: Adapters, *, deleting: bool = False
+) -> Decision | None:
+    """One reconcile. Returns the decision (None when the spec cannot be read)."""
+    started = time.monotonic()
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    generation = int(meta.get("generation") or 1)
+    raw_status = body.get("status") or {}
+    status = ModelRolloutStatus.model_validate(raw_status)
+    now = adapters.clock()
+
+    try:
+        spec = ModelRolloutSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        _invalid(body, adapters, status, generation, now, _validation_message(exc))
+        return None
+
+    router = adapters.routers[spec.traffic_routing.kind]
+    stable, candidate = _prior_versions(spec, status)
+    traffic: TrafficState | None = None
+    traffic_error: str | None = None
+    if stable is not None:
+        try:
+            traffic = router.read(names_for(spec, namespace, stable, candidate))
+        except RouteError as exc:
+            traffic_error = str(exc)
+
+    results = None
+    p = plan(spec, status, now)
+    if p.check_due and traffic_error is None and not deleting:
+        ctx = GateContext(
+            model=spec.model,
+            namespace=namespace,
+            candidate_version=p.candidate_version or "",
+            stable_version=p.stable_version or "",
+            interval=spec.analysis.interval,
+            stage=p.stage or "",
+        )
+        source = adapters.source_for(spec.analysis.prometheus.address)
+        results = evaluate(active_gates(spec, status), source, ctx)
+
+    obs = Observations(
+        generation=generation,
+        request=Request.parse((meta.get("annotations") or {}).get(REQUEST_ANNOTATION)),
+        analysis=results,
+        traffic=traffic,
+        traffic_error=traffic_error,
+        deleting=deleting,
+    )
+    decision = decide(spec, status, obs, now)
+
+    if decision.traffic is not None:
+        intent = decision.traffic
+        if traffic is None or traffic != intent.state or intent.retired_versions:
+            try:
+                _apply(router, spec, namespace, intent)
+            except RouteError as exc:
+                # Nothing is recorded as applied that was not: the next tick decides again.
+                log.warning("%s/%s: %s", namespace, name, exc)
+                if deleting:
+                    raise
+                return decision
+
+    patch = merge_patch(raw_status, decision.status)
+    if patch and not deleting:
+        adapters.status.patch_status(namespace, name, {"status": patch})
+    for event in decision.events:
+        adapters.events.emit(body, event)
+    if adapters.observe is not None:
+        adapters.observe(body, decision, time.monotonic() - started)
+    return decision
+
+
+def _apply(router: Router, spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent) -> None:
+    names = names_for(
+        spec, namespace, intent.stable_version, intent.candidate_version, intent.retired_versions
+    )
+    router.apply(names, intent)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(x) for x in err["loc"] if not isinstance(x, int) or True)
+        parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
+    return "invalid spec: " + "; ".join(parts)
+
+
+def _invalid(
+    body: dict[str, Any],
+    adapters: Adapters,
+    status: ModelRolloutStatus,
+    generation: int,
+    now: datetime,
+    message: str,
+) -> None:
+    """A spec the models refuse: Failed, with the reason where the user looks."""
+    if status.phase == Phase.FAILED and status.message == message:
+        return
+    new = status.model_copy(deep=True)
+    new.phase = Phase.FAILED
+    new.message = message
+    new.observed_generation = generation
+    from modelrollout.engine.conditions import set_conditions
+
+    set_conditions(new, Observations(generation=generation), now, drift=False)
+    raw = body.get("status") or {}
+    meta = body["metadata"]
+    adapters.status.patch_status(
+        meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
+    )
+    adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
+
+
+__all__ = ["GROUP", "PLURAL", "REQUEST_ANNOTATION", "VERSION", "Adapters", "reconcile", "ts"]
