@@ -1,0 +1,68 @@
+# ModelRollout operator. `make help` lists every target.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+CACHE ?= $(HOME)/.cache/modelrollout
+export MODELROLLOUT_CACHE := $(CACHE)
+export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: ## Install the package, its dev tools and Debian's prometheus and lua
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@bash hack/install-system-deps.sh
+
+.PHONY: binaries
+binaries: ## Build (or reuse) etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm into ~/.cache
+	@bash hack/build-binaries.sh
+
+.PHONY: crds
+crds: ## Generate crds/ (and the chart's copy) from the pydantic models
+	$(PYTHON) -m modelrollout.api.crd > crds/modelrollout.io_modelrollouts.yaml
+	@if [ -x hack/sync-chart-crds.sh ]; then bash hack/sync-chart-crds.sh; fi
+
+.PHONY: lint
+lint: ## ruff (format and lint), mypy --strict, and the import contracts that keep the engine pure
+	ruff format --check operator tests
+	ruff check operator tests
+	mypy
+	lint-imports
+
+.PHONY: fmt
+fmt: ## Format the code
+	ruff format operator tests
+	ruff check --fix operator tests
+
+.PHONY: unit
+unit: ## Unit, table and property tests only (no cluster)
+	$(PYTHON) -m pytest tests/unit -q
+
+.PHONY: e2e
+e2e: binaries ## End-to-end tests against a real local API server and Prometheus
+	$(PYTHON) -m pytest tests/e2e -q
+
+.PHONY: test
+test: binaries ## Every test: unit, property and end-to-end (builds or reuses the binaries first)
+	$(PYTHON) -m pytest -q
+
+.PHONY: demo
+demo: binaries ## Start a local cluster and Prometheus, run two rollouts (one good, one regressed), tear down
+	$(PYTHON) -m modelrollout.cli.main dev demo
+
+.PHONY: up
+up: binaries ## Start the local environment and keep it running (Ctrl-C tears it down)
+	$(PYTHON) -m modelrollout.cli.main dev up
+
+.PHONY: bench
+bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
+	$(PYTHON) -m tests.bench.bench_engine
+
+.PHONY: clean
+clean: ## Remove build leftovers in the clone (the binary cache in ~/.cache stays)
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+-include hack/kind.mk
