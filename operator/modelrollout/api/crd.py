@@ -7,6 +7,8 @@ schema. The differences handled here:
 - ``X | None`` (``anyOf: [X, null]``) becomes ``X``: absent is how an
   optional field is spelled on the wire, we never send ``null``;
 - ``title`` and other JSON-Schema-only keys are dropped;
+- numeric ``exclusiveMinimum: x`` (JSON Schema 2020) becomes ``minimum: x`` with
+  ``exclusiveMinimum: true`` (OpenAPI 3.0);
 - ``additionalProperties: false`` is dropped (not allowed next to
   ``properties``); unknown fields are refused by the API server's strict field
   validation, which kubectl uses by default;
@@ -68,6 +70,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out["enum"] = [value]
         elif key == "default" and value is None:
             continue
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 writes the bound itself; OpenAPI 3.0 a flag beside it.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = _structural(value, defs)
     if "enum" in out and "type" not in out:

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger().setLevel(args.log_level.upper())
+    if args.log_level != "debug":
+        # kopf logs every successful timer run at INFO; our own log and Events say what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if args.metrics_port:
         cfg.metrics.serve(args.metrics_port, args.bind_address)
     registry = build_registry(cfg)

@@ -74,6 +74,12 @@ def build_adapters(cfg: RunConfig) -> Adapters:
 def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In a pod: the ServiceAccount; elsewhere the kubeconfig (KUBECONFIG), as kubectl."""
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -91,7 +97,10 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=cfg.tick, registry=registry)
+    # A reconcile that raises (a bug, an API outage) is retried soon, not kopf's default minute.
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, interval=cfg.tick, backoff=max(cfg.tick, 5.0), registry=registry
+    )
     def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconcile(plain(body), memo["adapters"])
 

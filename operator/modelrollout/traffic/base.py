@@ -26,6 +26,24 @@ from modelrollout.engine import TrafficIntent, TrafficState
 Obj = dict[str, Any]
 
 
+JSON_PATCH = "application/json-patch+json"
+
+
+def api_error(exc: Exception) -> str:
+    """One line from an ApiException (its str() carries every response header)."""
+    import json
+
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    if status is None:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        message = json.loads(body)["message"] if body else getattr(exc, "reason", "")
+    except (ValueError, KeyError, TypeError):
+        message = getattr(exc, "reason", "")
+    return f"{status} {message}"
+
+
 class RouteError(Exception):
     """The route cannot be read or changed: missing object, no rule for the model, ..."""
 
@@ -107,7 +125,9 @@ class CustomObjectRouter:
                 raise RouteError(
                     f"{self.plural}.{self.group} {names.namespace}/{names.object_name} not found"
                 ) from exc
-            raise RouteError(f"cannot read {self.plural} {names.object_name}: {exc}") from exc
+            raise RouteError(
+                f"cannot read {self.plural} {names.object_name}: {api_error(exc)}"
+            ) from exc
         return obj
 
     def read(self, names: Names) -> TrafficState:
@@ -131,10 +151,18 @@ class CustomObjectRouter:
         ]
         try:
             self.api.patch_namespaced_custom_object(
-                self.group, self.version, names.namespace, self.plural, names.object_name, patch
+                self.group,
+                self.version,
+                names.namespace,
+                self.plural,
+                names.object_name,
+                patch,
+                _content_type=JSON_PATCH,
             )
         except Exception as exc:
-            raise RouteError(f"cannot patch {self.plural} {names.object_name}: {exc}") from exc
+            raise RouteError(
+                f"cannot patch {self.plural} {names.object_name}: {api_error(exc)}"
+            ) from exc
         return True
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic.base import Names, Obj, RouteError, share
+from modelrollout.traffic.base import JSON_PATCH, Names, Obj, RouteError, api_error, share
 
 
 def _replicas(dep: Obj | None) -> int:
@@ -88,7 +88,7 @@ class ServiceRouter:
                 raise RouteError(
                     f"Service {names.namespace}/{names.object_name} not found"
                 ) from exc
-            raise RouteError(f"cannot read Service {names.object_name}: {exc}") from exc
+            raise RouteError(f"cannot read Service {names.object_name}: {api_error(exc)}") from exc
         return (
             svc,
             self._dep(names.stable_workload, names),
@@ -103,7 +103,7 @@ class ServiceRouter:
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return None
-            raise RouteError(f"cannot read Deployment {name}: {exc}") from exc
+            raise RouteError(f"cannot read Deployment {name}: {api_error(exc)}") from exc
         return dep
 
     def read(self, names: Names) -> TrafficState:
@@ -123,7 +123,10 @@ class ServiceRouter:
                     names.object_name,
                     names.namespace,
                     [{"op": "replace", "path": "/spec/selector", "value": selector}],
+                    _content_type=JSON_PATCH,
                 )
         except Exception as exc:
-            raise RouteError(f"cannot change Service {names.object_name}: {exc}") from exc
+            raise RouteError(
+                f"cannot change Service {names.object_name}: {api_error(exc)}"
+            ) from exc
         return bool(scale) or selector is not None

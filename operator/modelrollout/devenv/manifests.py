@@ -1,0 +1,127 @@
+"""Manifests for the local environment: a model's route, Services, Deployments and rollout.
+
+The same shapes as ``examples/``, with short durations so a rollout ends in
+about a minute; used by the end-to-end tests and ``make demo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Obj = dict[str, Any]
+
+FAST_ANALYSIS: Obj = {
+    "interval": "6s",
+    "failureLimit": 2,
+    "inconclusiveLimit": 3,
+    "metrics": [
+        {"name": "p99-latency", "latency": {"quantile": 0.99}, "max": 0.25},
+        {"name": "error-rate", "errorRate": {}, "max": 0.05},
+        {"name": "throughput", "throughput": {}, "min": 0.5},
+    ],
+}
+
+FAST_CANARY: Obj = {
+    "shadow": {"mirrorPercent": 100, "duration": "12s"},
+    "canary": {
+        "steps": [
+            {"setWeight": 25},
+            {"pause": {"duration": "12s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "12s"}},
+        ]
+    },
+}
+
+
+def namespace(name: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def workload(model: str, version: str, ns: str, replicas: int = 1) -> list[Obj]:
+    labels = {"app": model, "version": version}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"{model}-{version}", "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {"name": "model", "image": f"registry.example.com/{model}:{version}"}
+                        ],
+                        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{model}-{version}", "namespace": ns},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 80}]},
+        },
+    ]
+
+
+def http_route(model: str, ns: str, stable: str) -> Obj:
+    """An HTTPRoute with an unrelated rule first, as users have them."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": model, "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": "ml-gateway"}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+                    "backendRefs": [{"name": "docs-site", "port": 80}],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": f"{model}-{stable}", "port": 80, "weight": 100}],
+                },
+            ],
+        },
+    }
+
+
+def rollout(
+    model: str,
+    ns: str,
+    *,
+    stable: str = "v1",
+    candidate: str = "v2",
+    strategy: Obj | None = None,
+    analysis: Obj | None = None,
+    routing: Obj | None = None,
+    **spec: Any,
+) -> Obj:
+    return {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": model, "namespace": ns},
+        "spec": {
+            "model": model,
+            "stable": {"version": stable},
+            "candidate": {"version": candidate},
+            "trafficRouting": routing or {"gatewayAPI": {"httpRoute": model}},
+            "strategy": strategy or FAST_CANARY,
+            "analysis": analysis or FAST_ANALYSIS,
+            **spec,
+        },
+    }
+
+
+def model_objects(model: str, ns: str, versions: Sequence[str] = ("v1", "v2")) -> list[Obj]:
+    """Everything but the rollout: Deployments, Services and the HTTPRoute."""
+    objs: list[Obj] = []
+    for v in versions:
+        objs += workload(model, v, ns)
+    objs.append(http_route(model, ns, versions[0]))
+    return objs
