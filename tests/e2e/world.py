@@ -83,7 +83,8 @@ class World:
         try:
             result: dict[str, Any] = wait_for(probe, timeout, what)
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}\nstatus now: {json.dumps(self.status(name))[:3000]}")
+            status = json.dumps(self.status(name))[:3000]
+            raise AssertionError(f"{exc}\nstatus now: {status}") from None
         return result
 
     def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:

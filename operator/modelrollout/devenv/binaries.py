@@ -1,0 +1,265 @@
+"""Find the binaries of the local control plane.
+
+The local environment runs the real thing (etcd, kube-apiserver, ...), never a
+mock, so the first question of every test run is *where are the binaries*. The
+answer is looked for in this order, per binary:
+
+1. ``$KUBEBUILDER_ASSETS/<name>``: the envtest convention, so a developer who
+   already has ``setup-envtest`` assets (or a folder of their own) can point at
+   it and skip the half-hour build;
+2. the build cache of ``hack/build-binaries.sh``:
+   ``${MODELROLLOUT_CACHE:-~/.cache/modelrollout}/bin/<name>-<version>/<name>``,
+   the version read from ``hack/versions.env``; looking up *the pinned version*
+   (not "any etcd") is what makes a version bump in ``versions.env`` take effect
+   instead of silently testing against the old build;
+3. ``$PATH``, for prometheus, kubectl and helm only: these are ordinary tools
+   a developer may have from their distribution, while a stray etcd or
+   kube-apiserver on ``$PATH`` would most likely be the wrong version.
+
+A missing binary raises :class:`MissingBinary` naming the part, every place that
+was tried and how to get it, so a failed test says what to do rather than
+"FileNotFoundError".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "ALL_PARTS",
+    "Binaries",
+    "MissingBinary",
+    "cache_root",
+    "crds_dir",
+    "find_binaries",
+    "read_versions",
+    "repo_root",
+    "versions_file",
+]
+
+#: Every part of the local environment, in start-up order.
+ALL_PARTS: Final = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+    "prometheus",
+)
+
+#: Which line of ``hack/versions.env`` pins each part (prometheus is Debian's).
+_VERSION_KEY: Final[Mapping[str, str]] = {
+    "etcd": "ETCD_VERSION",
+    "kube-apiserver": "KUBERNETES_VERSION",
+    "kube-controller-manager": "KUBERNETES_VERSION",
+    "kube-scheduler": "KUBERNETES_VERSION",
+    "kubectl": "KUBERNETES_VERSION",
+    "kwok": "KWOK_VERSION",
+    "helm": "HELM_VERSION",
+}
+
+#: Parts that may come from ``$PATH`` (see the module docstring for why only these).
+_FROM_PATH: Final = frozenset({"prometheus", "kubectl", "helm"})
+
+
+class MissingBinary(RuntimeError):
+    """A binary the local environment needs was not found.
+
+    The message names the part, every path tried and how to get it.
+    """
+
+    def __init__(self, name: str, tried: Iterable[str], hint: str) -> None:
+        self.name = name
+        self.tried = tuple(tried)
+        self.hint = hint
+        where = "\n".join(f"  - {t}" for t in self.tried) or "  (nowhere)"
+        super().__init__(f"{name} not found. Looked in:\n{where}\n{hint}")
+
+
+def repo_root() -> Path:
+    """The clone this package lives in (``devenv/`` → ``modelrollout/`` → ``operator/`` → root)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def versions_file() -> Path:
+    """``hack/versions.env``; ``MODELROLLOUT_VERSIONS_ENV`` overrides it (installed package)."""
+    override = os.environ.get("MODELROLLOUT_VERSIONS_ENV")
+    return Path(override) if override else repo_root() / "hack" / "versions.env"
+
+
+def read_versions(path: Path | None = None) -> dict[str, str]:
+    """Parse the ``KEY=value`` lines of ``versions.env`` (comments and blanks skipped).
+
+    The file is also ``source``d by bash, so only the plain ``KEY=value`` form is
+    supported; quotes around the value are stripped.
+    """
+    path = path or versions_file()
+    versions: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        versions[key.strip()] = value.strip().strip("\"'")
+    return versions
+
+
+def cache_root() -> Path:
+    """The build cache: ``$MODELROLLOUT_CACHE`` or ``~/.cache/modelrollout``."""
+    override = os.environ.get("MODELROLLOUT_CACHE")
+    return Path(override) if override else Path.home() / ".cache" / "modelrollout"
+
+
+def crds_dir() -> Path:
+    """Where ``hack/build-binaries.sh crds`` puts the upstream CRDs."""
+    return cache_root() / "crds"
+
+
+def _hint(name: str) -> str:
+    if name == "prometheus":
+        return (
+            "Install it with `apt-get install prometheus` (Debian/Ubuntu), or put a "
+            "prometheus binary on PATH or in $KUBEBUILDER_ASSETS."
+        )
+    return (
+        "Build it with `make binaries` (runs hack/build-binaries.sh; needs Go 1.24+ "
+        "and takes ~30 min cold on 2 cores), or set KUBEBUILDER_ASSETS to a folder "
+        f"holding {name} (envtest convention)."
+    )
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _locate(name: str, versions: Mapping[str, str] | None, versions_error: str) -> Path:
+    tried: list[str] = []
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        candidate = Path(assets) / name
+        if _executable(candidate):
+            return candidate
+        tried.append(f"$KUBEBUILDER_ASSETS/{name} = {candidate}")
+    else:
+        tried.append("$KUBEBUILDER_ASSETS (not set)")
+
+    key = _VERSION_KEY.get(name)
+    if key is not None:
+        version = versions.get(key) if versions is not None else None
+        if version:
+            candidate = cache_root() / "bin" / f"{name}-{version}" / name
+            if _executable(candidate):
+                return candidate
+            tried.append(f"build cache: {candidate}")
+        elif versions is None:
+            tried.append(f"build cache: version unknown ({versions_error})")
+        else:
+            tried.append(f"build cache: {key} missing from {versions_file()}")
+
+    if name in _FROM_PATH:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+        tried.append("$PATH")
+
+    raise MissingBinary(name, tried, _hint(name))
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of the binaries that were asked for.
+
+    Reading a part that was not asked for raises :class:`MissingBinary` too, so a
+    caller that forgot to list a part in ``need=`` gets told which one.
+    """
+
+    paths: Mapping[str, Path]
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        """The path of ``name``; raises :class:`MissingBinary` if it was not resolved."""
+        try:
+            return self.paths[name]
+        except KeyError:
+            raise MissingBinary(
+                name,
+                [],
+                f"{name} was not in the `need=` set given to find_binaries().",
+            ) from None
+
+    @property
+    def etcd(self) -> Path:
+        return self.path("etcd")
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self.path("kube-apiserver")
+
+    @property
+    def kube_controller_manager(self) -> Path:
+        return self.path("kube-controller-manager")
+
+    @property
+    def kube_scheduler(self) -> Path:
+        return self.path("kube-scheduler")
+
+    @property
+    def kubectl(self) -> Path:
+        return self.path("kubectl")
+
+    @property
+    def kwok(self) -> Path:
+        return self.path("kwok")
+
+    @property
+    def helm(self) -> Path:
+        return self.path("helm")
+
+    @property
+    def prometheus(self) -> Path:
+        return self.path("prometheus")
+
+
+def find_binaries(need: Iterable[str] | None = None) -> Binaries:
+    """Resolve the binaries in ``need`` (default: all of :data:`ALL_PARTS`).
+
+    Every requested part is looked up before failing: the first missing one (in
+    :data:`ALL_PARTS` order) is raised and the others are listed in its message.
+    Asking for only what a caller uses keeps the error about the part that matters.
+    """
+    wanted = set(ALL_PARTS if need is None else need)
+    unknown = wanted.difference(ALL_PARTS)
+    if unknown:
+        raise ValueError(f"unknown binaries {sorted(unknown)}; known: {', '.join(ALL_PARTS)}")
+
+    versions: dict[str, str] | None
+    versions_error = ""
+    try:
+        versions = read_versions()
+    except OSError as exc:
+        versions = None
+        versions_error = f"cannot read {versions_file()}: {exc.strerror or exc}"
+
+    paths: dict[str, Path] = {}
+    missing: list[MissingBinary] = []
+    for name in ALL_PARTS:
+        if name in wanted:
+            try:
+                paths[name] = _locate(name, versions, versions_error)
+            except MissingBinary as exc:
+                missing.append(exc)
+    if missing:
+        first = missing[0]
+        if len(missing) > 1:
+            others = ", ".join(m.name for m in missing[1:])
+            raise MissingBinary(first.name, first.tried, f"{first.hint}\nAlso missing: {others}.")
+        raise first
+    return Binaries(paths=MappingProxyType(paths), versions=MappingProxyType(versions or {}))
