@@ -42,19 +42,19 @@ unit: ## Unit, table and property tests only (no cluster)
 	$(PYTHON) -m pytest tests/unit -q
 
 .PHONY: e2e
-e2e: binaries ## End-to-end tests against a real local API server and Prometheus
+e2e: install binaries ## End-to-end tests against a real local API server and Prometheus
 	$(PYTHON) -m pytest tests/e2e -q
 
 .PHONY: test
-test: binaries ## Every test: unit, property and end-to-end (builds or reuses the binaries first)
+test: install binaries ## Every test: unit, property and end-to-end (builds or reuses the binaries first)
 	$(PYTHON) -m pytest -q
 
 .PHONY: demo
-demo: binaries ## Start a local cluster and Prometheus, run two rollouts (one good, one regressed), tear down
+demo: install binaries ## Start a local cluster and Prometheus, run two rollouts (one good, one regressed), tear down
 	$(PYTHON) -m modelrollout.cli.main dev demo
 
 .PHONY: up
-up: binaries ## Start the local environment and keep it running (Ctrl-C tears it down)
+up: install binaries ## Start the local environment and keep it running (Ctrl-C tears it down)
 	$(PYTHON) -m modelrollout.cli.main dev up
 
 .PHONY: bench

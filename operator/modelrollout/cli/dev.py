@@ -1,0 +1,229 @@
+"""``modelrollout dev up`` and ``modelrollout dev demo``: the product on a local default.
+
+Both start a real local control plane (etcd, kube-apiserver, controller
+manager, scheduler, kwok nodes), a real Prometheus, simulated model servers
+with real metrics, a traffic generator that follows the route, and the
+operator as a process. ``demo`` runs two rollouts, a good model and one that
+regresses at 25% of traffic, shows their progress live, and tears down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TERMINAL = {"Succeeded", "RolledBack", "Failed"}
+
+
+def add_parsers(sub: Any) -> None:
+    dev = sub.add_parser("dev", help="run the product in a local environment (no Docker needed)")
+    dsub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")
+    dsub.required = True
+    demo = dsub.add_parser("demo", help="two rollouts, one promoted, one rolled back, live")
+    demo.add_argument("--work-dir", type=Path, default=None, help="where logs are kept")
+    demo.add_argument("--timeout", type=float, default=300, help="seconds before giving up")
+    demo.set_defaults(func=run_demo)
+    up = dsub.add_parser("up", help="start the environment with a sample rollout; Ctrl-C stops")
+    up.add_argument("--work-dir", type=Path, default=None)
+    up.set_defaults(func=run_up)
+
+
+class Environment:
+    """Everything the demo starts, stopped in reverse order whatever happens."""
+
+    def __init__(self, work_dir: Path) -> None:
+        from modelrollout.devenv import LocalCluster, PrometheusServer
+        from modelrollout.devenv.stack import TargetRegistry
+
+        self.work_dir = work_dir
+        self.cluster = LocalCluster(work_dir / "cluster", with_nodes=True)
+        self.prometheus = PrometheusServer(work_dir=work_dir / "prometheus")
+        self.targets: TargetRegistry | None = None
+        self._TargetRegistry = TargetRegistry
+        self.stacks: list[Any] = []
+        self.operator: Any = None
+
+    def start(self, say: Any) -> None:
+        from modelrollout.devenv.stack import OperatorProcess
+
+        began = time.monotonic()
+        self.cluster.start()
+        self.cluster.install_upstream_crds()
+        root = Path(__file__).resolve().parents[3]
+        self.cluster.install_crds([root / "crds" / "modelrollout.io_modelrollouts.yaml"])
+        say(f"cluster up at {self.cluster.server} ({time.monotonic() - began:.1f}s)")
+        self.prometheus.start()
+        self.targets = self._TargetRegistry(self.prometheus)
+        say(f"prometheus at {self.prometheus.url}")
+        self.operator = OperatorProcess(
+            self.cluster, self.work_dir / "operator", prometheus=self.prometheus.url
+        ).start()
+        say(f"operator running (metrics on 127.0.0.1:{self.operator.metrics_port})")
+
+    def model(self, name: str, namespace: str, **kw: Any) -> Any:
+        from modelrollout.devenv import manifests as m
+        from modelrollout.devenv.stack import ModelStack
+
+        assert self.targets is not None
+        for obj in m.model_objects(name, namespace):
+            self.cluster.apply(obj)
+        stack = ModelStack(
+            self.cluster,
+            self.targets,
+            self.work_dir / name,
+            model=name,
+            namespace=namespace,
+            versions=("v1", "v2"),
+            **kw,
+        ).start()
+        self.stacks.append(stack)
+        return stack
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+        for stack in self.stacks:
+            stack.stop()
+        self.prometheus.stop()
+        self.cluster.stop()
+
+
+def _get(env: Environment, ns: str, name: str) -> dict[str, Any]:
+    out = env.cluster.kubectl("get", "modelrollout", name, "-n", ns, "-o", "json", check=False)
+    if out.returncode != 0:
+        return {}
+    obj: dict[str, Any] = json.loads(out.stdout)
+    return obj
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="ModelRollouts in namespace demo", expand=True)
+    for col in ("rollout", "phase", "stage", "step", "stable/candidate", "mirror", "gates"):
+        table.add_column(col)
+    colour = {"Pass": "green", "Fail": "red", "Inconclusive": "yellow"}
+    for obj in rows:
+        st = obj.get("status") or {}
+        weights = st.get("weights") or {}
+        gates = []
+        for r in (st.get("lastAnalysis") or {}).get("results", []):
+            value = "n/a" if r.get("value") is None else f"{r['value']:.3g}"
+            limit = " ".join(
+                f"{op}{r[k]:g}" for k, op in (("min", "≥"), ("max", "≤")) if r.get(k) is not None
+            )
+            gates.append(f"[{colour.get(r['verdict'], 'white')}]{r['metric']} {value} {limit}[/]")
+        phase = st.get("phase", "Pending")
+        style = {"Succeeded": "bold green", "RolledBack": "bold red", "Paused": "yellow"}.get(
+            phase, "cyan"
+        )
+        table.add_row(
+            obj["metadata"]["name"],
+            f"[{style}]{phase}[/]",
+            st.get("stage") or "",
+            str(st.get("stepIndex", "")),
+            f"{weights.get('stable', 100)}% / {weights.get('candidate', 0)}%",
+            f"{st.get('mirrorPercent', 0)}%",
+            "\n".join(gates),
+        )
+    return table
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from modelrollout.devenv import manifests as m
+    from modelrollout.devenv.binaries import MissingBinary
+
+    console = Console()
+    work_dir = args.work_dir or Path(f"/tmp/modelrollout-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = Environment(work_dir)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    ns = "demo"
+    code = 1
+    try:
+        console.rule("[bold]ModelRollout demo")
+        env.start(console.print)
+        env.cluster.apply(m.namespace(ns))
+        good = env.model("fraud-detector", ns)
+        bad = env.model("recommender", ns, seed=2)
+        console.print(
+            "fraud-detector v2 is healthy; recommender v2 turns slow once it takes 25% "
+            "of live traffic (its p99 gate is 0.25 s)."
+        )
+        for name in ("fraud-detector", "recommender"):
+            env.cluster.apply(m.rollout(name, ns))
+        injected = False
+        deadline = time.monotonic() + args.timeout
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while time.monotonic() < deadline:
+                rows = [_get(env, ns, n) for n in ("fraud-detector", "recommender")]
+                rows = [r for r in rows if r]
+                live.update(_table(rows))
+                rec = next((r for r in rows if r["metadata"]["name"] == "recommender"), {})
+                weight = ((rec.get("status") or {}).get("weights") or {}).get("candidate", 0)
+                if not injected and weight >= 25:
+                    bad.set_faults("v2", latency_ms=400)
+                    injected = True
+                phases = [(r.get("status") or {}).get("phase") for r in rows]
+                if len(rows) == 2 and all(p in TERMINAL for p in phases):
+                    break
+                time.sleep(1)
+        del good
+        final = {
+            n: (_get(env, ns, n).get("status") or {}) for n in ("fraud-detector", "recommender")
+        }
+        for name, st in final.items():
+            console.print(f"[bold]{name}[/]: {st.get('phase')} — {st.get('message', '')}")
+        ok = (
+            final["fraud-detector"].get("phase") == "Succeeded"
+            and final["recommender"].get("phase") == "RolledBack"
+        )
+        code = 0 if ok else 1
+        if not ok:
+            console.print("[red]the demo did not end as expected (see the logs)[/]")
+    except MissingBinary as exc:
+        console.print(f"[red]{exc}[/]")
+        code = 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        code = 130
+    finally:
+        console.print(f"logs: {work_dir} (operator: {work_dir / 'operator' / 'logs'})")
+        console.print("tearing down ...")
+        env.stop()
+    return code
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from modelrollout.devenv import manifests as m
+    from modelrollout.devenv.binaries import MissingBinary
+
+    work_dir = args.work_dir or Path(f"/tmp/modelrollout-dev-{time.strftime('%Y%m%d-%H%M%S')}")
+    env = Environment(work_dir)
+    try:
+        env.start(print)
+        env.cluster.apply(m.namespace("demo"))
+        env.model("fraud-detector", "demo")
+        print(f"export KUBECONFIG={env.cluster.kubeconfig}")
+        sample = work_dir / "fraud-detector-rollout.json"
+        sample.write_text(json.dumps(m.rollout("fraud-detector", "demo"), indent=2))
+        print(f"try: kubectl apply -f {sample}")
+        print("     kubectl modelrollout status fraud-detector -n demo --watch")
+        print(f"logs: {work_dir}; Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(1)
+    except MissingBinary as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        env.stop()
