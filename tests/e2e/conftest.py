@@ -68,16 +68,19 @@ def cluster(
 ) -> Iterator[LocalCluster]:
     """A running LocalCluster with kwok nodes and the Gateway API + Istio CRDs."""
     local = LocalCluster(tmp_path_factory.mktemp("cluster"), with_nodes=True)
+    failure = ""
     try:
         local.start()
         local.install_upstream_crds()
     except MissingBinary as exc:
-        pytest.fail(f"local cluster: {exc}", pytrace=False)
+        failure = f"local cluster: {exc}"
     except Exception as exc:
         kept = local.save_logs(ARTIFACTS / "cluster-startup")
         local.stop()
         _announce(request.config, f"local cluster logs kept in {kept}")
-        pytest.fail(f"local cluster did not start: {exc}\nlogs kept in {kept}", pytrace=False)
+        failure = f"local cluster did not start: {exc}\nlogs kept in {kept}"
+    if failure:  # outside `except`, so the report is the message, not a chain
+        pytest.fail(failure, pytrace=False)
     _announce(request.config, f"local cluster up at {local.server}: {local.started_in}")
     yield local
     local.stop()
@@ -92,10 +95,11 @@ def prometheus(
 ) -> Iterator[PrometheusServer]:
     """A running Prometheus (1s scrape interval) with no targets; tests set theirs."""
     server = PrometheusServer(work_dir=tmp_path_factory.mktemp("prometheus"))
+    failure = ""
     try:
         server.start()
     except MissingBinary as exc:
-        pytest.fail(f"prometheus: {exc}", pytrace=False)
+        failure = f"prometheus: {exc}"
     except Exception as exc:
         kept = ARTIFACTS / "prometheus-startup"
         kept.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,9 @@ def prometheus(
             (kept / "prometheus.log").write_bytes(server.log_path.read_bytes())
         server.stop(kill=True)
         _announce(request.config, f"prometheus logs kept in {kept}")
-        pytest.fail(f"prometheus did not start: {exc}\nlogs kept in {kept}", pytrace=False)
+        failure = f"prometheus did not start: {exc}\nlogs kept in {kept}"
+    if failure:
+        pytest.fail(failure, pytrace=False)
     yield server
     server.stop()
 

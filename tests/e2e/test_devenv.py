@@ -55,11 +55,7 @@ def test_rbac_refuses_a_service_account_without_bindings(cluster: LocalCluster) 
     cluster.kubectl("create", "serviceaccount", "nobody", "-n", ns, check=False)
     token = cluster.kubectl("create", "token", "nobody", "-n", ns).stdout.strip()
 
-    config = k8s.Configuration()
-    config.host = cluster.server
-    config.ssl_ca_cert = str(cluster.pki.ca_cert)
-    config.api_key = {"authorization": f"Bearer {token}"}
-    with k8s.ApiClient(config) as api:
+    with cluster.api_client(token=token) as api:
         # The token authenticates (so the refusal below is authorisation, not a
         # bad token) ...
         review = k8s.AuthenticationV1Api(api).create_self_subject_review(

@@ -440,13 +440,31 @@ class LocalCluster:
         result = self.kubectl("apply", *(flags if server_side else []), "-f", "-", input=body)
         return result.stdout
 
-    def api_client(self) -> Any:
-        """A ``kubernetes.client.ApiClient`` for this cluster's admin kubeconfig."""
-        from kubernetes import config
+    def api_client(self, *, token: str | None = None) -> Any:
+        """A ``kubernetes.client.ApiClient`` for this cluster.
 
-        return config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(self.kubeconfig)
-        )
+        By default it is the admin identity of :attr:`kubeconfig`. With
+        ``token``, it authenticates with that bearer token only (no client
+        certificate, which the API server would otherwise prefer), for checking
+        what a service account may do.
+
+        Proxy variables are ignored for this client: the API server is on
+        127.0.0.1, and the kubernetes client, unlike kubectl, would send even
+        loopback requests to ``$HTTPS_PROXY``.
+        """
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        if token is None:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(self.kubeconfig), client_configuration=configuration
+            )
+        else:
+            configuration.host = self.server
+            configuration.ssl_ca_cert = str(self.pki.ca_cert)
+            configuration.api_key = {"authorization": f"Bearer {token}"}
+        configuration.proxy = None
+        return client.ApiClient(configuration)
 
     # -- CRDs --------------------------------------------------------------------------
 

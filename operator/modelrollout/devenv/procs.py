@@ -47,6 +47,7 @@ __all__ = [
     "Supervisor",
     "free_port",
     "http_probe",
+    "loopback_opener",
     "stop_all",
     "tcp_probe",
     "wait_until",
@@ -106,6 +107,19 @@ def tcp_probe(port: int, host: str = _LOCALHOST) -> Probe:
     return probe
 
 
+def loopback_opener(context: ssl.SSLContext | None = None) -> urllib.request.OpenerDirector:
+    """A urllib opener that ignores ``*_proxy`` variables.
+
+    Everything the local environment talks to is on 127.0.0.1; a developer's
+    ``https_proxy`` must not send those requests to a proxy (urllib, unlike
+    Go's HTTP client, does not exempt loopback addresses by itself).
+    """
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
+
+
 def http_probe(
     url: str,
     *,
@@ -126,10 +140,12 @@ def http_probe(
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
 
+    opener = loopback_opener(context)
+
     def probe() -> bool:
         request = urllib.request.Request(url, headers=dict(headers or {}))
         try:
-            with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            with opener.open(request, timeout=2) as response:
                 status: int = response.status
                 body: bytes = response.read()
         except urllib.error.HTTPError as exc:
@@ -144,10 +160,15 @@ def http_probe(
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the child when its parent thread dies."""
+    """Ask Linux to SIGKILL the child when its parent thread dies.
+
+    SIGKILL, not SIGTERM: with the parent gone nobody escalates, and a
+    kube-apiserver told to terminate gracefully while its etcd is going away
+    too was seen to linger for good.
+    """
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ManagedProcess:
@@ -195,7 +216,7 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_pdeathsig if use_pdeathsig else None,
         )
-        _live.add(self)
+        _live[self] = None
         return self
 
     def stop(self, timeout: float = 10.0, *, kill: bool = False) -> int | None:
@@ -221,7 +242,7 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
-        _live.discard(self)
+        _live.pop(self, None)
         return popen.returncode
 
     def _signal(self, sig: signal.Signals) -> None:
@@ -318,14 +339,14 @@ def _explain(head: str, error: BaseException | None, process: ManagedProcess | N
 
 # ------------------------------------------------------------------- registration
 
-# A plain set, not a WeakSet: a process whose handle the caller dropped must
-# still be stopped at exit.
-_live: set[ManagedProcess] = set()
+# Strong references (not a WeakSet): a process whose handle the caller dropped
+# must still be stopped at exit. A dict keeps start order.
+_live: dict[ManagedProcess, None] = {}
 
 
 def stop_all(timeout: float = 5.0) -> None:
     """Stop every process still running in this interpreter (newest first)."""
-    for process in sorted(list(_live), key=lambda p: p.pid or 0, reverse=True):
+    for process in reversed(list(_live)):
         with contextlib.suppress(Exception):
             process.stop(timeout=timeout)
 

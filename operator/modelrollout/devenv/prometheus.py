@@ -41,6 +41,7 @@ from modelrollout.devenv.procs import (
     ReadinessError,
     free_port,
     http_probe,
+    loopback_opener,
 )
 
 __all__ = ["PrometheusServer", "Target", "TargetSpec"]
@@ -98,6 +99,7 @@ class PrometheusServer:
         self.data_dir = self.work_dir / "data"
         self.logs_dir = self.work_dir / "logs"
         self._process: ManagedProcess | None = None
+        self._opener = loopback_opener()
 
     # -- addresses ---------------------------------------------------------------
 
@@ -154,7 +156,13 @@ class PrometheusServer:
         tmp.replace(self.config_path)
 
     def set_targets(self, targets: Targets) -> None:
-        """Replace the targets; a running server reloads its config."""
+        """Replace the targets; a running server reloads its config.
+
+        The reload itself is synchronous, but Prometheus hands new targets to
+        its scrape loops at most every 5 seconds, so the first sample of a new
+        target arrives 5-10 s later; use :meth:`wait_for_series` rather than
+        sleeping.
+        """
         self._targets = targets
         self.refresh()
 
@@ -168,7 +176,7 @@ class PrometheusServer:
         """``POST /-/reload``; raises if Prometheus refuses the config."""
         request = urllib.request.Request(f"{self.url}/-/reload", method="POST", data=b"")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with self._opener.open(request, timeout=10) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             raise RuntimeError(
@@ -237,7 +245,7 @@ class PrometheusServer:
     def _get(self, path: str, params: dict[str, str]) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with self._opener.open(url, timeout=10) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             payload = json.loads(exc.read() or b"{}")
