@@ -435,7 +435,8 @@ class LocalCluster:
 
     def apply(self, *objects: Mapping[str, Any], server_side: bool = True) -> str:
         """Apply objects (server-side, field manager ``modelrollout-devenv``)."""
-        body = "\n---\n".join(json.dumps(o) for o in objects)
+        # A JSON List: kubectl reads several JSON documents only in that form.
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
         flags = ["--server-side", "--field-manager=modelrollout-devenv", "--force-conflicts"]
         result = self.kubectl("apply", *(flags if server_side else []), "-f", "-", input=body)
         return result.stdout
