@@ -84,9 +84,11 @@ class Sim:
         auto_results: Sequence[GateResult] | None = None,
     ) -> Decision:
         self.now += timedelta(seconds=seconds)
-        if results is None and auto_results is not None and plan(
-            self.spec, self.status, self.now
-        ).check_due:
+        if (
+            results is None
+            and auto_results is not None
+            and plan(self.spec, self.status, self.now).check_due
+        ):
             results = auto_results
         req = None
         if request is not None:

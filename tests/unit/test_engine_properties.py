@@ -59,9 +59,7 @@ def run(strategy: dict[str, Any], auto: str, acts: list[Any], humans: bool = Fal
         due = plan(sim.spec, sim.status, sim.now).check_due
         if humans and promote:
             request = RequestVerb.PROMOTE
-        sim.tick(
-            seconds=seconds, results=[gate(verdict)] if due else None, request=request
-        )
+        sim.tick(seconds=seconds, results=[gate(verdict)] if due else None, request=request)
     return sim
 
 

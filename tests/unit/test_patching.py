@@ -29,7 +29,9 @@ def apply(doc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         pytest.param({}, {"phase": "Progressing", "w": {"c": 5}}, id="from-empty"),
     ],
 )
-def test_applying_the_patch_gives_the_new_document(old: dict[str, Any], new: dict[str, Any]) -> None:
+def test_applying_the_patch_gives_the_new_document(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
     patch = merge_patch(old, new)
     assert apply(old, patch) == new
     assert (patch == {}) == (old == new)

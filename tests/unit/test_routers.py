@@ -99,7 +99,7 @@ def test_httproute_changes_only_the_model_rule_and_reads_back_what_it_wrote(
 ) -> None:
     before = copy.deepcopy(HTTPROUTE)
     after = gateway_api.write(HTTPROUTE, names(), intent(weight, mirror))
-    assert HTTPROUTE == before, "the input object must not be mutated"
+    assert before == HTTPROUTE, "the input object must not be mutated"
     assert canon(after["metadata"]) == canon(before["metadata"])
     for key in ("parentRefs", "hostnames"):
         assert canon(after["spec"][key]) == canon(before["spec"][key])
@@ -120,9 +120,7 @@ def test_httproute_shadow_adds_a_request_mirror_filter_with_a_percent() -> None:
         "requestMirror": {"backendRef": {"name": "fraud-detector-v2", "port": 80}, "percent": 40},
     }
     cleared = gateway_api.write(after, names(), intent(10, 0))
-    assert [f["type"] for f in cleared["spec"]["rules"][2]["filters"]] == [
-        "RequestHeaderModifier"
-    ]
+    assert [f["type"] for f in cleared["spec"]["rules"][2]["filters"]] == ["RequestHeaderModifier"]
 
 
 def test_httproute_retired_candidate_leaves_the_rule() -> None:
@@ -167,7 +165,7 @@ def test_virtualservice_changes_only_the_default_route_after_a_header_match(
 ) -> None:
     before = copy.deepcopy(VIRTUALSERVICE)
     after = istio.write(VIRTUALSERVICE, names(), intent(weight, mirror))
-    assert VIRTUALSERVICE == before
+    assert before == VIRTUALSERVICE
     assert canon(after["spec"]["http"][0]) == canon(before["spec"]["http"][0])
     assert canon({k: v for k, v in after["spec"].items() if k != "http"}) == canon(
         {k: v for k, v in before["spec"].items() if k != "http"}
@@ -192,7 +190,9 @@ def test_virtualservice_mirror_is_removed_when_shadow_ends() -> None:
     assert "mirrorPercentage" not in after["spec"]["http"][1]
 
 
-SERVICE = {"spec": {"selector": {"app": "fraud-detector", "version": "v1"}, "ports": [{"port": 80}]}}
+SERVICE = {
+    "spec": {"selector": {"app": "fraud-detector", "version": "v1"}, "ports": [{"port": 80}]}
+}
 
 
 def dep(replicas: int) -> dict[str, Any]:
