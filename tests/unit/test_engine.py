@@ -395,3 +395,22 @@ def test_a_route_that_cannot_be_read_holds_the_rollout_and_warns_once() -> None:
     assert after.step_index == before.step_index
     d2 = decide(sim.spec, after, obs, sim.now)
     assert d2.events == []
+
+
+def test_too_few_samples_holds_the_step_without_counting_as_inconclusive() -> None:
+    spec = make_spec(
+        strategy={
+            "canary": {"steps": [{"setWeight": 5}, {"analysis": {"checks": 1}}, {"setWeight": 50}]}
+        }
+    )
+    sim = Sim(spec)
+    sim.tick()
+    few = [
+        gate(Verdict.INCONCLUSIVE, None).model_copy(update={"samples": 120, "needed_samples": 500})
+    ]
+    sim.run(600, results=few)
+    assert (sim.status.phase, sim.status.weights.candidate) == (Phase.PROGRESSING, 5)
+    assert sim.status.consecutive_inconclusive == 0
+    assert "120 of 500 samples" in (sim.status.message or "")
+    sim.tick(seconds=30, results=PASS)
+    assert sim.status.weights.candidate == 50

@@ -293,6 +293,15 @@ class _Tick:
             return verdict
 
         s.consecutive_passes = 0
+        held_back = [r for r, v in counted if v == Verdict.INCONCLUSIVE]
+        if verdict == Verdict.INCONCLUSIVE and all(_gathering(r) for r in held_back):
+            # Not enough evidence yet is not missing data: the rollout holds where it is
+            # (never a pass) without counting towards inconclusiveLimit.
+            s.message = "waiting for evidence: " + "; ".join(
+                f"{r.metric} has {r.samples or 0:g} of {r.needed_samples:g} samples"
+                for r in held_back
+            )
+            return verdict
         if verdict == Verdict.FAIL:
             s.consecutive_failures += 1
             s.consecutive_inconclusive = 0
@@ -557,6 +566,11 @@ class _Tick:
         if not self.analysis_allows_promotion():
             return
         self.promote(f"promoted {s.candidate_version}: post-promotion analysis passed")
+
+
+def _gathering(r: GateResult) -> bool:
+    """An inconclusive result that only lacks samples (it will pass or fail with more)."""
+    return r.needed_samples is not None and (r.samples or 0) < r.needed_samples
 
 
 def _explain(r: GateResult) -> str:
