@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from typing import Any
 
 from modelrollout.api.models import parse_duration
@@ -47,6 +48,18 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="kopf peering name: several replicas share the work, one acts on a rollout",
     )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the live replica with the highest one acts (default: random, "
+        "so replicas of one Deployment never tie, which would pause them all)",
+    )
+    p.add_argument(
+        "--peering-lifetime",
+        default="60s",
+        help="how long a silent peer is taken for alive; a killed leader is replaced after it",
+    )
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--context", default=None)
     p.set_defaults(func=run)
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         prometheus_ca=args.prometheus_ca,
         tick=parse_duration(args.tick),
         peering=args.peering,
+        priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
+        peering_lifetime=int(parse_duration(args.peering_lifetime)),
         kubeconfig=args.kubeconfig,
         context=args.context,
         metrics=OperatorMetrics(),
@@ -102,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             registry=registry,
             standalone=cfg.peering is None,
             peering_name=cfg.peering,
+            priority=cfg.priority,
             namespaces=cfg.namespaces,
             clusterwide=not cfg.namespaces,
             liveness_endpoint=health,

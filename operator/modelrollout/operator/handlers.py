@@ -31,6 +31,8 @@ class RunConfig:
     prometheus_ca: str | None = None
     tick: float = 5.0
     peering: str | None = None
+    priority: int = 0
+    peering_lifetime: int = 60
     kubeconfig: str | None = None
     context: str | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
@@ -93,6 +95,8 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.name = cfg.peering
             settings.peering.mandatory = True
             settings.peering.clusterwide = not cfg.namespaces
+            settings.peering.priority = cfg.priority
+            settings.peering.lifetime = cfg.peering_lifetime
         else:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
