@@ -400,7 +400,7 @@ class LocalCluster:
         )
 
         nodes = [kwok.fake_node(n, taint=self.taint_nodes) for n in self.node_names]
-        self.apply({"apiVersion": "v1", "kind": "List", "items": nodes})
+        self.apply(*nodes)
         self.kubectl(
             "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
             *(f"node/{n}" for n in self.node_names),
