@@ -1,0 +1,519 @@
+"""``kubectl modelrollout report``: a rollout's story as a picture (PNG) or a page (HTML).
+
+Everything comes from the object itself: the traffic timeline from
+``status.history``, the gate values from ``status.analysisLedger``. So a
+report can be made after the fact, from a saved ``-o yaml``, with no
+Prometheus; ``--prometheus`` only adds the full-resolution series of each
+gate's query on top of the ledger's points.
+
+Building the timeline is pure (:func:`build_timeline`); drawing uses
+matplotlib's object API with the Agg canvas, never ``pyplot``, so it needs
+no display and keeps no global figure state between reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from modelrollout.cli.render import (
+    Obj,
+    fmt_duration,
+    fmt_value,
+    group_history,
+    limit_text,
+    name_of,
+    namespace_of,
+    parse_time,
+)
+
+#: History reasons drawn as labelled vertical markers, and their colours.
+MARKER_COLORS = {
+    "RolloutStarted": "#444444",
+    "CandidateReplaced": "#444444",
+    "Retried": "#444444",
+    "ShadowPassed": "#17becf",
+    "WeightChanged": "#1f77b4",
+    "Paused": "#ff7f0e",
+    "Resumed": "#999999",
+    "Switched": "#9467bd",
+    "Promoted": "#2ca02c",
+    "RolledBack": "#d62728",
+    "Aborted": "#d62728",
+}
+VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
+
+
+@dataclass(frozen=True)
+class Marker:
+    at: datetime
+    label: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class GatePoint:
+    at: datetime
+    value: float | None
+    verdict: str
+    min: float | None
+    max: float | None
+
+
+@dataclass
+class Timeline:
+    """What the report draws, already in plotting form."""
+
+    title: str
+    traffic: list[tuple[datetime, int, int]]
+    """(time, candidate weight %, mirror %) at each history entry."""
+    end: datetime
+    """Where the last traffic step ends: now while in progress, else the last entry."""
+    gates: dict[str, list[GatePoint]]
+    markers: list[Marker]
+    prometheus: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
+    """Each gate's query over the whole timeline, when ``--prometheus`` was given."""
+    prometheus_url: str | None = None
+
+
+def marker_label(entry: Obj, previous: Obj | None = None) -> str:
+    """``WeightChanged → 20% @ step 2``, ``RolledBack @ step 3``, ``ShadowPassed @ shadow``.
+
+    Where it happened is the step index when the entry has one (a rollback
+    keeps the step it stopped at); else the stage, or for entries recorded
+    after the stage was left (a rollback records stage ``done``), the stage of
+    the entry before.
+    """
+    reason = str(entry.get("reason", "?"))
+    label = reason
+    if reason == "WeightChanged":
+        label += f" → {entry.get('weight', 0)}%"
+    elif reason in ("RolloutStarted", "CandidateReplaced", "Retried") and entry.get(
+        "candidateVersion"
+    ):
+        label += f" {entry['candidateVersion']}"
+    step = entry.get("stepIndex")
+    stage = entry.get("stage")
+    if isinstance(step, int):
+        label += f" @ step {step}"
+    elif stage and stage != "done":
+        label += f" @ {stage}"
+    elif previous is not None and previous.get("stage") not in (None, "done"):
+        label += f" @ {previous['stage']}"
+    return label
+
+
+def build_timeline(obj: Obj, now: datetime) -> Timeline:
+    """The traffic steps, gate points and markers of a rollout, from its status alone."""
+    status = obj.get("status") or {}
+    history = [e for e in status.get("history") or [] if isinstance(e, Mapping)]
+    traffic: list[tuple[datetime, int, int]] = []
+    markers: list[Marker] = []
+    previous: Obj | None = None
+    for entry in history:
+        at = parse_time(entry.get("at"))
+        if at is None:
+            continue
+        traffic.append(
+            (at, int(entry.get("weight", 0) or 0), int(entry.get("mirrorPercent", 0) or 0))
+        )
+        if entry.get("reason") in MARKER_COLORS:
+            markers.append(
+                Marker(
+                    at,
+                    marker_label(entry, previous),
+                    str(entry["reason"]),
+                    str(entry.get("message") or ""),
+                )
+            )
+        previous = entry
+
+    gates: dict[str, list[GatePoint]] = {}
+    for run in status.get("analysisLedger") or []:
+        at = parse_time(_get(run, "at"))
+        if at is None:
+            continue
+        for r in _get(run, "results") or []:
+            if not isinstance(r, Mapping) or not r.get("metric"):
+                continue
+            value = r.get("value")
+            gates.setdefault(str(r["metric"]), []).append(
+                GatePoint(
+                    at,
+                    float(value) if isinstance(value, int | float) else None,
+                    str(r.get("verdict", "?")),
+                    _num(r.get("min")),
+                    _num(r.get("max")),
+                )
+            )
+
+    running = status.get("phase") not in ("Succeeded", "RolledBack", "Failed")
+    times = [t for t, _, _ in traffic] + [p.at for ps in gates.values() for p in ps]
+    end = max(times, default=now)
+    if running and traffic:
+        end = max(end, now)
+    title = f"ModelRollout {namespace_of(obj)}/{name_of(obj)}"
+    model = (obj.get("spec") or {}).get("model")
+    if model:
+        title += f" (model {model})"
+    return Timeline(title, traffic, end, gates, markers)
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def png_bytes(timeline: Timeline) -> bytes:
+    """The report's figure: traffic on top, one panel per gate, markers across all panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+
+    gate_names = sorted(set(timeline.gates) | set(timeline.prometheus))
+    panels = 1 + len(gate_names)
+    fig = Figure(figsize=(12, 3.6 + 2.4 * len(gate_names)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    fig.suptitle(timeline.title)
+
+    ax = axes[0]
+    if timeline.traffic:
+        times = [t for t, _, _ in timeline.traffic] + [timeline.end]
+        weights = [w for _, w, _ in timeline.traffic] + [timeline.traffic[-1][1]]
+        mirrors = [m for _, _, m in timeline.traffic] + [timeline.traffic[-1][2]]
+        ax.step(times, weights, where="post", color="#1f77b4", lw=2, label="candidate weight %")
+        ax.step(times, mirrors, where="post", color="#17becf", lw=1.5, ls="--", label="mirror %")
+        ax.legend(loc="center left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no history yet", transform=ax.transAxes, ha="center", va="center")
+    ax.set_ylim(-5, 105)
+    ax.set_yticks([0, 25, 50, 75, 100])
+    ax.set_ylabel("% of traffic")
+    ax.grid(alpha=0.3)
+
+    for name, gax in zip(gate_names, axes[1:], strict=True):
+        points = timeline.gates.get(name, [])
+        series = timeline.prometheus.get(name)
+        if series:
+            gax.plot([t for t, _ in series], [v for _, v in series], color="#7f7f7f", lw=1,
+                     label="prometheus")  # fmt: skip
+        measured = [p for p in points if p.value is not None]
+        if measured:
+            gax.plot([p.at for p in measured], [p.value for p in measured], color="#333333", lw=1)
+            gax.scatter(
+                [p.at for p in measured],
+                [p.value for p in measured],
+                c=[VERDICT_COLORS.get(p.verdict, "#333333") for p in measured],
+                s=28,
+                zorder=3,
+            )
+        missing = [p for p in points if p.value is None]
+        if missing:
+            gax.scatter([p.at for p in missing], [0.0] * len(missing), marker="x",
+                        color=VERDICT_COLORS["Inconclusive"], label="no data")  # fmt: skip
+        limits = points[-1] if points else None
+        if limits is not None and limits.max is not None:
+            gax.axhline(
+                limits.max, color="#d62728", ls="--", lw=1, label=f"max {fmt_value(limits.max)}"
+            )
+        if limits is not None and limits.min is not None:
+            gax.axhline(
+                limits.min, color="#d62728", ls=":", lw=1, label=f"min {fmt_value(limits.min)}"
+            )
+        gax.set_ylabel(name, fontsize=9)
+        gax.grid(alpha=0.3)
+        if gax.get_legend_handles_labels()[0]:
+            gax.legend(loc="upper left", fontsize=7)
+
+    span = max(
+        (timeline.end - min((m.at for m in timeline.markers), default=timeline.end)),
+        timedelta(seconds=1),
+    )
+    previous: datetime | None = None
+    crowd = 0
+    for m in timeline.markers:
+        color = MARKER_COLORS.get(m.reason, "#444444")
+        for a in axes:
+            a.axvline(m.at, color=color, lw=1, alpha=0.7)
+        # Markers closer than 1% of the span share a spot: fan their labels out sideways.
+        crowd = crowd + 1 if previous is not None and m.at - previous < span / 100 else 0
+        previous = m.at
+        ax.annotate(
+            m.label,
+            xy=(m.at, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(9 * crowd, 3),
+            textcoords="offset points",
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color=color,
+            annotation_clip=False,
+        )
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    axes[-1].set_xlabel("time (UTC)")
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_png(timeline: Timeline, path: Path) -> Path:
+    path.write_bytes(png_bytes(timeline))
+    return path
+
+
+# ------------------------------------------------------------------------------ html
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+.Pass { color: #2ca02c; } .Fail { color: #d62728; font-weight: bold; }
+.Inconclusive { color: #ff7f0e; }
+img { max-width: 100%; border: 1px solid #ddd; }
+"""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (for cells built here from escaped parts)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else html.escape(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    if not rows:
+        body = f'<tr><td colspan="{len(headers)}">none</td></tr>'
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_HISTORY_HEADERS = [
+    "at",
+    "phase",
+    "stage",
+    "step",
+    "weight",
+    "mirror",
+    "reason",
+    "candidate",
+    "message",
+]
+
+
+def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
+    """A self-contained page: the figure inline (base64) and the tables behind it."""
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    e = html.escape
+    candidate = status.get("candidateVersion") or _get(spec.get("candidate"), "version") or "?"
+    facts = [
+        ("model", spec.get("model", "?")),
+        ("phase", status.get("phase", "Pending")),
+        ("stable", status.get("stableVersion") or "?"),
+        ("candidate", candidate),
+    ]
+    summary = " · ".join(f"{k} <b>{e(str(v))}</b>" for k, v in facts)
+    summary += f" · generated {e(now.strftime('%Y-%m-%d %H:%M:%S UTC'))}"
+    rollouts = [
+        [r.started_at, r.candidate, r.outcome, fmt_duration(r.duration_seconds), r.reason]
+        for r in group_history(status, now)
+    ]
+    markers = [[m.at.strftime("%Y-%m-%dT%H:%M:%SZ"), m.label, m.message] for m in timeline.markers]
+    history = [
+        [
+            str(h.get("at", "")),
+            str(h.get("phase", "")),
+            str(h.get("stage", "")),
+            "" if h.get("stepIndex") is None else str(h["stepIndex"]),
+            f"{h.get('weight', 0)}%",
+            f"{h.get('mirrorPercent', 0)}%",
+            str(h.get("reason", "")),
+            str(h.get("candidateVersion") or ""),
+            str(h.get("message") or ""),
+        ]
+        for h in status.get("history") or []
+        if isinstance(h, Mapping)
+    ]
+    ledger = []
+    for run in status.get("analysisLedger") or []:
+        if not isinstance(run, Mapping):
+            continue
+        gates = "<br>".join(
+            f"{e(str(r.get('metric', '?')))}: {e(fmt_value(r.get('value')))} "
+            f'({e(limit_text(r))}) <span class="{e(str(r.get("verdict", "")))}">'
+            f"{e(str(r.get('verdict', '?')))}</span>"
+            + (f" - {e(str(r['reason']))}" if r.get("reason") else "")
+            for r in run.get("results") or []
+            if isinstance(r, Mapping)
+        )
+        verdict = str(run.get("verdict", "?"))
+        ledger.append(
+            [
+                e(str(run.get("at", ""))),
+                e(str(run.get("stage", ""))),
+                "" if run.get("stepIndex") is None else e(str(run["stepIndex"])),
+                f'<span class="{e(verdict)}">{e(verdict)}</span>',
+                gates,
+            ]
+        )
+    image = base64.b64encode(png).decode("ascii")
+    provenance = ""
+    if timeline.prometheus_url:
+        drawn = ", ".join(
+            f"{e(name)} ({len(points)} points)"
+            for name, points in sorted(timeline.prometheus.items())
+        )
+        provenance = (
+            f"<p>Grey lines: gate queries from Prometheus at {e(timeline.prometheus_url)}: "
+            f"{drawn or 'no series returned'}.</p>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{e(timeline.title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{e(timeline.title)}</h1>
+<p>{summary}</p>
+{provenance}
+<img alt="candidate weight, mirror share and gate values over time"
+ src="data:image/png;base64,{image}">
+<h2>Rollouts</h2>
+{_table(["started", "candidate", "outcome", "duration", "reason"], rollouts)}
+<h2>Markers</h2>
+{_table(["at", "marker", "message"], markers)}
+<h2>History</h2>
+{_table(_HISTORY_HEADERS, history)}
+<h2>Analysis ledger</h2>
+{_table(["at", "stage", "step", "verdict", "gates"], ledger, raw=True)}
+</body></html>
+"""
+
+
+def output_paths(target: str) -> list[Path]:
+    """Which files ``-o`` means: ``x.png``, ``x.html``, or both for a name without either."""
+    path = Path(target)
+    suffix = path.suffix.lower()
+    if suffix == ".png" or suffix in (".html", ".htm"):
+        return [path]
+    return [Path(f"{target}.png"), Path(f"{target}.html")]
+
+
+def write_report(
+    obj: Obj, target: str, now: datetime, timeline: Timeline | None = None
+) -> list[Path]:
+    """Write the PNG and/or HTML ``target`` asks for; returns the paths written."""
+    timeline = timeline or build_timeline(obj, now)
+    png = png_bytes(timeline)
+    written = []
+    for path in output_paths(target):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".png":
+            path.write_bytes(png)
+        else:
+            path.write_text(html_page(obj, timeline, png, now), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------ prometheus
+
+
+def parse_range_result(data: Any) -> list[list[tuple[datetime, float]]]:
+    """The series of a Prometheus range query (``matrix``), each as (time, value) points.
+
+    NaN and unparsable values are dropped: a gap in the line, not a zero.
+    """
+    if isinstance(data, Mapping):
+        data = data.get("result")
+    out = []
+    for series in data or []:
+        points = []
+        for pair in _get(series, "values") or []:
+            try:
+                t = datetime.fromtimestamp(float(pair[0]), tz=UTC)
+                v = float(pair[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if math.isfinite(v):
+                points.append((t, v))
+        out.append(points)
+    return out
+
+
+def prometheus_series(
+    obj: Obj, url: str, start: datetime, end: datetime, step_seconds: float | None = None
+) -> tuple[dict[str, list[tuple[datetime, float]]], list[str]]:
+    """Each gate's query over [start, end] at full resolution, plus warnings for what failed.
+
+    The queries are filled in for the *current* candidate and stable
+    versions, as the operator fills them; ``{{stage}}`` is left empty since
+    a range spans several stages.
+    """
+    from prometheus_api_client import PrometheusConnect
+
+    from modelrollout.analysis.gates import GateContext, TemplateError, query_of, render
+    from modelrollout.api.models import MetricGate
+
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    analysis = spec.get("analysis") or {}
+    ctx = GateContext(
+        model=str(spec.get("model", "")),
+        namespace=namespace_of(obj),
+        candidate_version=str(
+            status.get("candidateVersion") or _get(spec.get("candidate"), "version") or ""
+        ),
+        stable_version=str(
+            status.get("stableVersion") or _get(spec.get("stable"), "version") or ""
+        ),
+        interval=str(analysis.get("interval") or "1m"),
+    )
+    span = max((end - start).total_seconds(), 60.0)
+    # Whole seconds: Prometheus reads "3.6s" as no duration at all. ~500 points: detailed,
+    # and far under its 11,000-points-per-series limit.
+    step = max(1, math.ceil(step_seconds or span / 500))
+    client = PrometheusConnect(url=url, disable_ssl=False)
+    out: dict[str, list[tuple[datetime, float]]] = {}
+    warnings: list[str] = []
+    for raw in analysis.get("metrics") or []:
+        try:
+            gate = MetricGate.model_validate(raw)
+            promql = render(query_of(gate), ctx.variables())
+        except (ValueError, TemplateError) as exc:
+            warnings.append(f"gate {_get(raw, 'name')}: {str(exc).splitlines()[0]}")
+            continue
+        try:
+            data = client.custom_query_range(
+                query=promql,
+                start_time=start - timedelta(seconds=step),
+                end_time=end + timedelta(seconds=step),
+                step=f"{step}s",
+            )
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.append(f"gate {gate.name}: prometheus at {url}: {text[:200]}")
+            continue
+        series = parse_range_result(data)
+        if len(series) > 1:
+            warnings.append(f"gate {gate.name}: {len(series)} series returned; showing the first")
+        if series and series[0]:
+            out[gate.name] = series[0]
+    return out, warnings
