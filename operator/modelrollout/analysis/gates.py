@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from modelrollout.analysis.source import MetricSource, SourceError
@@ -40,6 +40,12 @@ class GateContext:
     stable_version: str
     interval: str
     stage: str = ""
+    stage_seconds: float = 0.0
+    """Seconds since the current stage started (0: unknown). Windows that run "since the
+    stage start" (accuracy, compare) read it; see ``ml_gates.stage_seconds``."""
+    previous: Sequence[GateResult] = ()
+    """Results of earlier checks in this stage, newest first: the mSPRT keeps its
+    always-valid p-value there. See ``ml_gates.previous_results``."""
 
     def variables(self, role: str = "candidate") -> dict[str, str]:
         version = self.candidate_version if role == "candidate" else self.stable_version
@@ -150,5 +156,7 @@ def evaluate(gates: list[MetricGate], source: MetricSource, ctx: GateContext) ->
 
 
 def evaluator_for(gate: MetricGate) -> Evaluator:
-    """The evaluator of a gate's kind (threshold gates today; ML judges plug in here)."""
-    return evaluate_threshold
+    """The evaluator of a gate's kind: thresholds here, the ML judges in ``ml_gates``."""
+    from modelrollout.analysis import ml_gates  # it builds on this module: import late
+
+    return ml_gates.evaluator_for(gate, threshold=evaluate_threshold)

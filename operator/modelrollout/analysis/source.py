@@ -116,6 +116,39 @@ class PrometheusSource:
             if self._observe is not None:
                 self._observe(time.monotonic() - started, failed)
 
+    def range(self, query: str, seconds: float, step: float) -> list[float]:
+        """Values of a range query over the last ``seconds``, one per ``step`` seconds.
+
+        The values of every series returned are pooled, oldest first per series; NaN
+        stays NaN (the caller drops it). No data is an empty list; an unreachable or
+        refusing Prometheus raises :class:`SourceError`, as for :meth:`instant`.
+        """
+        from datetime import UTC, datetime, timedelta
+
+        started = time.monotonic()
+        failed = False
+        end = datetime.now(UTC)
+        try:
+            result = self._client.custom_query_range(
+                query=query,
+                start_time=end - timedelta(seconds=max(seconds, step)),
+                end_time=end,
+                step=f"{max(step, 0.001):g}",  # float seconds: any step, no unit parsing
+                params={"timeout": self.timeout},
+            )
+            return [
+                _float(point[1])
+                for series in result or []
+                if isinstance(series, dict)
+                for point in series.get("values") or []
+            ]
+        except Exception as exc:
+            failed = True
+            raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(time.monotonic() - started, failed)
+
 
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

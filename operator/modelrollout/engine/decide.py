@@ -575,7 +575,10 @@ def _gathering(r: GateResult) -> bool:
 
 def _explain(r: GateResult) -> str:
     value = "no data" if r.value is None else f"{r.value:.4g}"
-    return f"gate {r.metric}: {value} (limit {r.limit_text})"
+    limit = f"limit {r.limit_text}" if r.limit_text else (r.reason or "no limit")
+    if r.limit_text and r.reason:
+        limit += f"; {r.reason}"
+    return f"gate {r.metric}: {value} ({limit})"
 
 
 def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modelrollout.analysis.gates import GateContext, evaluate
+from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.models import (
     GROUP,
@@ -170,6 +171,8 @@ def reconcile(
             stable_version=p.stable_version or "",
             interval=spec.analysis.interval,
             stage=p.stage or "",
+            stage_seconds=stage_seconds(status, now),
+            previous=previous_results(status),
         )
         source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(active_gates(spec, status), source, ctx)
