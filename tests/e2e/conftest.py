@@ -186,6 +186,7 @@ def world(
         destination = ARTIFACTS / _safe_name(request.node.name)
         destination.mkdir(parents=True, exist_ok=True)
         for log in tmp_path.rglob("*.log"):
-            (destination / log.name).write_bytes(log.read_bytes())
+            name = "-".join(log.relative_to(tmp_path).parts).replace("-logs-", "-")
+            (destination / name).write_bytes(log.read_bytes())
         _announce(request.config, f"operator and model server logs kept in {destination}")
     w.close()
