@@ -105,7 +105,7 @@ def _table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="ModelRollouts in namespace demo", expand=True)
-    for col in ("rollout", "phase", "stage", "step", "stable/candidate", "mirror", "gates"):
+    for col in ("rollout", "versions", "phase", "stage", "step", "weights", "mirror", "gates"):
         table.add_column(col)
     colour = {"Pass": "green", "Fail": "red", "Inconclusive": "yellow"}
     for obj in rows:
@@ -122,8 +122,15 @@ def _table(rows: list[dict[str, Any]]) -> Any:
         style = {"Succeeded": "bold green", "RolledBack": "bold red", "Paused": "yellow"}.get(
             phase, "cyan"
         )
+        spec = obj.get("spec") or {}
+        versions = (
+            f"{st.get('stableVersion', '?')} → {(spec.get('candidate') or {}).get('version')}"
+        )
+        if phase == "Succeeded":
+            versions = f"{st.get('stableVersion')} (promoted)"
         table.add_row(
             obj["metadata"]["name"],
+            versions,
             f"[{style}]{phase}[/]",
             st.get("stage") or "",
             str(st.get("stepIndex", "")),
