@@ -38,7 +38,6 @@ from modelrollout.analysis.source import MetricSource
 from modelrollout.api.models import (
     AgreementGate,
     GateResult,
-    InconclusivePolicy,
     MetricGate,
     ModelRolloutSpec,
     Stage,
@@ -236,22 +235,9 @@ def _source(url: str) -> MetricSource:
 
 def overall(results: Sequence[GateResult], gates: Sequence[MetricGate]) -> Verdict:
     """One verdict from a check's results, after each gate's onInconclusive (as the engine)."""
-    policies = {g.name: g.on_inconclusive for g in gates}
-    verdicts = []
-    for r in results:
-        v = r.verdict
-        if v == Verdict.INCONCLUSIVE:
-            policy = policies.get(r.metric, InconclusivePolicy.HOLD)
-            if policy == InconclusivePolicy.IGNORE:
-                continue
-            if policy == InconclusivePolicy.FAIL:
-                v = Verdict.FAIL
-        verdicts.append(v)
-    if Verdict.FAIL in verdicts:
-        return Verdict.FAIL
-    if Verdict.INCONCLUSIVE in verdicts:
-        return Verdict.INCONCLUSIVE
-    return Verdict.PASS
+    from modelrollout.engine.decide import judge_check
+
+    return judge_check(list(results), list(gates))[0]
 
 
 def _dry_run(args: argparse.Namespace, out: TextIO) -> int:

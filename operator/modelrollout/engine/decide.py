@@ -255,23 +255,7 @@ class _Tick:
 
     def take_check(self, results: list[GateResult]) -> Verdict:
         s, spec = self.s, self.spec
-        policies = {g.name: g.on_inconclusive for g in spec.analysis.metrics}
-        counted: list[tuple[GateResult, Verdict]] = []
-        for r in results:
-            v = r.verdict
-            if v == Verdict.INCONCLUSIVE:
-                policy = policies.get(r.metric, InconclusivePolicy.HOLD)
-                if policy == InconclusivePolicy.IGNORE:
-                    continue
-                if policy == InconclusivePolicy.FAIL:
-                    v = Verdict.FAIL
-            counted.append((r, v))
-        if any(v == Verdict.FAIL for _, v in counted):
-            verdict = Verdict.FAIL
-        elif any(v == Verdict.INCONCLUSIVE for _, v in counted):
-            verdict = Verdict.INCONCLUSIVE
-        else:
-            verdict = Verdict.PASS
+        verdict, counted = judge_check(results, spec.analysis.metrics)
         run = AnalysisRun(
             at=ts(self.now),
             stage=s.stage or Stage.DONE,
@@ -566,6 +550,34 @@ class _Tick:
         if not self.analysis_allows_promotion():
             return
         self.promote(f"promoted {s.candidate_version}: post-promotion analysis passed")
+
+
+def judge_check(
+    results: list[GateResult], gates: list[MetricGate]
+) -> tuple[Verdict, list[tuple[GateResult, Verdict]]]:
+    """One verdict for a check, after each gate's ``onInconclusive`` policy.
+
+    Returns the verdict and each counted result with the verdict it counts as
+    (an ignored inconclusive result is left out; a ``Fail`` policy turns it into
+    a failure). Any failure fails the check; else any inconclusive result makes
+    it inconclusive; else it passes.
+    """
+    policies = {g.name: g.on_inconclusive for g in gates}
+    counted: list[tuple[GateResult, Verdict]] = []
+    for r in results:
+        v = r.verdict
+        if v == Verdict.INCONCLUSIVE:
+            policy = policies.get(r.metric, InconclusivePolicy.HOLD)
+            if policy == InconclusivePolicy.IGNORE:
+                continue
+            if policy == InconclusivePolicy.FAIL:
+                v = Verdict.FAIL
+        counted.append((r, v))
+    if any(v == Verdict.FAIL for _, v in counted):
+        return Verdict.FAIL, counted
+    if any(v == Verdict.INCONCLUSIVE for _, v in counted):
+        return Verdict.INCONCLUSIVE, counted
+    return Verdict.PASS, counted
 
 
 def _gathering(r: GateResult) -> bool:

@@ -28,11 +28,10 @@ from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.models import (
     GROUP,
-    PLURAL,
-    VERSION,
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
+    VersionRef,
 )
 from modelrollout.engine import (
     Decision,
@@ -46,7 +45,7 @@ from modelrollout.engine import (
     decide,
     plan,
 )
-from modelrollout.engine.decide import ts
+from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import Names, RouteError, Router
 
@@ -84,7 +83,6 @@ def names_for(
     retired: tuple[str, ...] = (),
 ) -> Names:
     """Service and Deployment names of the versions in play, from the spec's templates."""
-    from modelrollout.api.models import VersionRef
 
     def ref(version: str) -> VersionRef:
         if spec.candidate.version == version:
@@ -219,7 +217,7 @@ def _apply(router: Router, spec: ModelRolloutSpec, namespace: str, intent: Traff
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(x) for x in err["loc"] if not isinstance(x, int) or True)
+        where = ".".join(str(x) for x in err["loc"])
         parts.append(f"spec.{where}: {err['msg']}" if where else err["msg"])
     return "invalid spec: " + "; ".join(parts)
 
@@ -239,8 +237,6 @@ def _invalid(
     new.phase = Phase.FAILED
     new.message = message
     new.observed_generation = generation
-    from modelrollout.engine.conditions import set_conditions
-
     set_conditions(new, Observations(generation=generation), now, drift=False)
     raw = body.get("status") or {}
     meta = body["metadata"]
@@ -250,4 +246,4 @@ def _invalid(
     adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
 
 
-__all__ = ["GROUP", "PLURAL", "REQUEST_ANNOTATION", "VERSION", "Adapters", "reconcile", "ts"]
+__all__ = ["REQUEST_ANNOTATION", "Adapters", "reconcile"]
