@@ -1,0 +1,138 @@
+"""The reconcile's order of work, with fakes in the adapters' places.
+
+Fakes stand in for the route, Prometheus, the status writer and the event
+sink so the order of writes can be observed exactly; the same code runs
+against the real API server and Prometheus in tests/e2e.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from modelrollout.analysis.source import Sample
+from modelrollout.engine import Event, TrafficIntent, TrafficState
+from modelrollout.operator.reconcile import Adapters, reconcile
+from modelrollout.traffic.base import Names, RouteError
+
+from .engine_harness import make_spec
+
+NOW = datetime(2026, 1, 1, 12, 0, 0)
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+
+class FakeRouter:
+    kind = "gatewayAPI"
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.state = TrafficState(0, 0)
+        self.fail: str | None = None
+
+    def read(self, names: Names) -> TrafficState:
+        if self.fail:
+            raise RouteError(self.fail)
+        return self.state
+
+    def apply(self, names: Names, intent: TrafficIntent) -> bool:
+        self.journal.calls.append(("route", (intent.candidate_weight, intent.mirror_percent)))
+        self.state = intent.state
+        return True
+
+
+class FakeSource:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def instant(self, query: str) -> list[Sample]:
+        return [Sample({}, self.value)]
+
+
+class FakeStatus:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.journal.calls.append(("status", patch))
+
+
+class FakeEvents:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def emit(self, body: dict[str, Any], event: Event) -> None:
+        self.journal.calls.append(("event", event.reason))
+
+
+def setup(value: float = 0.1) -> tuple[Journal, FakeRouter, Adapters, dict[str, Any]]:
+    journal = Journal()
+    router = FakeRouter(journal)
+    adapters = Adapters(
+        routers={"gatewayAPI": router},
+        source_for=lambda _: FakeSource(value),
+        status=FakeStatus(journal),
+        events=FakeEvents(journal),
+        clock=lambda: NOW,
+    )
+    body = {
+        "metadata": {"name": "fd", "namespace": "ml", "generation": 1},
+        "spec": make_spec().dump(),
+    }
+    return journal, router, adapters, body
+
+
+def follow(body: dict[str, Any], journal: Journal) -> None:
+    """Apply the status patches the journal recorded, as the API server would."""
+    for kind, patch in journal.calls:
+        if kind == "status":
+            status = body.setdefault("status", {})
+            for key, value in patch["status"].items():
+                if value is None:
+                    status.pop(key, None)
+                else:
+                    status[key] = value
+
+
+def test_the_route_changes_first_then_one_status_patch_then_the_events() -> None:
+    journal, _, adapters, body = setup()
+    reconcile(body, adapters)
+    kinds = [k for k, _ in journal.calls]
+    assert kinds == ["route", "status", "event", "event"]
+    assert journal.calls[0] == ("route", (10, 0))
+    assert [v for k, v in journal.calls if k == "event"] == ["RolloutStarted", "WeightChanged"]
+
+
+def test_a_reconcile_that_changes_nothing_writes_nothing() -> None:
+    journal, _, adapters, body = setup()
+    reconcile(body, adapters)
+    follow(body, journal)
+    journal.calls.clear()
+    reconcile(body, adapters)
+    assert journal.calls == []
+
+
+def test_a_route_that_cannot_be_read_writes_no_weights_and_says_why() -> None:
+    journal, router, adapters, body = setup()
+    reconcile(body, adapters)
+    follow(body, journal)
+    journal.calls.clear()
+    router.fail = "httproutes ml/fd not found"
+    reconcile(body, adapters)
+    assert [k for k, _ in journal.calls] == ["status", "event"]
+    patch = journal.calls[0][1]["status"]
+    assert "weights" not in patch
+    assert journal.calls[1] == ("event", "RouteUnavailable")
+
+
+def test_a_spec_the_models_refuse_fails_with_the_reason_in_status_and_an_event() -> None:
+    journal, _, adapters, body = setup()
+    body["spec"]["strategy"] = {"canary": {"steps": []}}
+    assert reconcile(body, adapters) is None
+    (kind, patch), (ekind, reason) = journal.calls
+    assert (kind, ekind, reason) == ("status", "event", "InvalidSpec")
+    assert patch["status"]["phase"] == "Failed"
+    assert "spec.strategy.canary.steps" in patch["status"]["message"]
