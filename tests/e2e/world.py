@@ -45,7 +45,11 @@ class World:
 
     def model(self, model: str, **kw: Any) -> ModelStack:
         kw.setdefault("versions", ("v1", "v2"))
-        self.apply(*m.model_objects(model, self.ns, kw["versions"]))
+        replicas = kw.pop("replicas", ())
+        objs = m.model_objects(
+            model, self.ns, kw["versions"], router=kw.get("router", "gatewayAPI"), replicas=replicas
+        )
+        self.apply(*objs)
         stack = ModelStack(
             self.cluster, self.targets, self.work_dir / model, model=model, namespace=self.ns, **kw
         )

@@ -414,3 +414,11 @@ def test_too_few_samples_holds_the_step_without_counting_as_inconclusive() -> No
     assert "120 of 500 samples" in (sim.status.message or "")
     sim.tick(seconds=30, results=PASS)
     assert sim.status.weights.candidate == 50
+
+
+def test_a_canary_through_a_plain_service_says_its_weights_are_approximate() -> None:
+    sim = Sim(make_spec(trafficRouting={"service": {"name": "fraud-detector"}}))
+    sim.tick()
+    assert (sim.status.weights.candidate, sim.status.weights_approximate) == (10, True)
+    sim.tick(request=RequestVerb.PROMOTE_FULL)
+    assert sim.status.weights_approximate is None

@@ -118,10 +118,33 @@ def rollout(
     }
 
 
-def model_objects(model: str, ns: str, versions: Sequence[str] = ("v1", "v2")) -> list[Obj]:
-    """Everything but the rollout: Deployments, Services and the HTTPRoute."""
+def service(model: str, ns: str, version: str) -> Obj:
+    """The one Service users without a mesh send traffic to, pinned to a version."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": model, "namespace": ns},
+        "spec": {
+            "selector": {"app": model, "version": version},
+            "ports": [{"name": "http", "port": 80}],
+        },
+    }
+
+
+def model_objects(
+    model: str,
+    ns: str,
+    versions: Sequence[str] = ("v1", "v2"),
+    *,
+    router: str = "gatewayAPI",
+    replicas: Sequence[int] = (),
+) -> list[Obj]:
+    """Everything but the rollout: Deployments, Services and the route object."""
     objs: list[Obj] = []
-    for v in versions:
-        objs += workload(model, v, ns)
-    objs.append(http_route(model, ns, versions[0]))
+    for i, v in enumerate(versions):
+        objs += workload(model, v, ns, replicas=replicas[i] if i < len(replicas) else 1)
+    if router == "service":
+        objs.append(service(model, ns, versions[0]))
+    else:
+        objs.append(http_route(model, ns, versions[0]))
     return objs

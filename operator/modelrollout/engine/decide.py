@@ -700,6 +700,9 @@ def _finish(
 ) -> Decision:
     s = t.s
     s.observed_generation = obs.generation
+    # A plain Service carries a canary by replica ratio: say that the weights are approximate.
+    between = 0 < s.weights.candidate < 100
+    s.weights_approximate = True if t.spec.traffic_routing.service and between else None
     intent: TrafficIntent | None = None
     if traffic and s.stable_version is not None:
         candidate = s.candidate_version if s.candidate_version != s.stable_version else None
