@@ -422,3 +422,12 @@ def test_a_canary_through_a_plain_service_says_its_weights_are_approximate() -> 
     assert (sim.status.weights.candidate, sim.status.weights_approximate) == (10, True)
     sim.tick(request=RequestVerb.PROMOTE_FULL)
     assert sim.status.weights_approximate is None
+
+
+def test_a_blue_green_preview_without_route_traffic_is_still_checked() -> None:
+    strategy = {"blueGreen": {"previewDuration": "1m"}}
+    sim = Sim(make_spec(strategy=strategy))
+    sim.tick()
+    assert (sim.status.weights.candidate, sim.status.mirror_percent) == (0, 0)
+    sim.run(90)
+    assert sim.status.phase == Phase.PROMOTING

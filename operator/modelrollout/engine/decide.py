@@ -76,8 +76,11 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
         return Plan(check_due=False)
     if status.candidate_version != spec.candidate.version:
         return Plan(check_due=False)  # a new candidate: start it first, measure later
-    if status.weights.candidate == 0 and status.mirror_percent == 0:
-        return Plan(check_due=False)  # the candidate sees no traffic: nothing to measure
+    no_traffic = status.weights.candidate == 0 and status.mirror_percent == 0
+    if no_traffic and status.stage != Stage.PREVIEW:
+        # The candidate sees no traffic: nothing to measure. A blue-green preview is the
+        # exception: its Service takes direct requests (smoke tests) that no route shows.
+        return Plan(check_due=False)
     since = max(
         (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
         default=None,

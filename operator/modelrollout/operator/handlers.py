@@ -91,6 +91,10 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         )
         settings.posting.enabled = False  # our own Events say what was decided; kopf's say less
         settings.watching.server_timeout = 60
+        if cfg.namespaces and not any(set(ns) & set("*?[!") for ns in cfg.namespaces):
+            # Plain namespace names: nothing to discover. Scanning would need cluster-wide
+            # list/watch on namespaces and CRDs, which per-namespace Roles do not grant.
+            settings.scanning.disabled = True
         if cfg.peering:
             settings.peering.name = cfg.peering
             settings.peering.mandatory = True
