@@ -100,7 +100,10 @@ class World:
             "--field-selector", f"involvedObject.name={name},involvedObject.kind=ModelRollout",
         )  # fmt: skip
         items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
-        items.sort(key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+        # Whole-second timestamps; within a second, creation order is resourceVersion order.
+        items.sort(
+            key=lambda e: (e.get("firstTimestamp") or "", int(e["metadata"]["resourceVersion"]))
+        )
         return items
 
     def reasons(self, name: str) -> list[str]:

@@ -434,7 +434,14 @@ def event_time(event: Obj) -> datetime | None:
 def recent_events(events: Iterable[Obj], limit: int = 10) -> list[Obj]:
     """The ``limit`` most recent Events, oldest first (as ``kubectl describe`` lists them)."""
     epoch = datetime.min.replace(tzinfo=UTC)
-    ordered = sorted(events, key=lambda e: event_time(e) or epoch)
+
+    def key(e: Obj) -> tuple[datetime, int]:
+        # Timestamps have whole seconds; within one, the order of creation (resourceVersion,
+        # an etcd revision) is the order the operator sent them.
+        rv = str(_d(e, "metadata", "resourceVersion") or "0")
+        return (event_time(e) or epoch, int(rv) if rv.isdigit() else 0)
+
+    ordered = sorted(events, key=key)
     return ordered[-limit:] if limit > 0 else []
 
 
