@@ -431,3 +431,25 @@ def test_a_blue_green_preview_without_route_traffic_is_still_checked() -> None:
     assert (sim.status.weights.candidate, sim.status.mirror_percent) == (0, 0)
     sim.run(90)
     assert sim.status.phase == Phase.PROMOTING
+
+
+def test_promote_after_a_blue_green_switch_ends_post_promotion_analysis() -> None:
+    sim = Sim(make_spec(strategy=BLUE_GREEN))
+    sim.tick()
+    sim.run(70)
+    assert sim.status.phase == Phase.PROMOTING
+    sim.tick(request=RequestVerb.PROMOTE)
+    assert (sim.status.phase, sim.status.stable_version) == (Phase.SUCCEEDED, "v2")
+
+
+def test_an_inconclusive_pause_is_a_warning_a_human_gate_is_not() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(120, results=NODATA)
+    paused = [e for d in sim.decisions for e in d.events if e.reason == "Paused"]
+    assert [e.type.value for e in paused] == ["Warning"]
+    gate_sim = Sim(make_spec(strategy=HUMAN_GATE))
+    gate_sim.tick()
+    gate_sim.run(60)
+    paused = [e for d in gate_sim.decisions for e in d.events if e.reason == "Paused"]
+    assert [e.type.value for e in paused] == ["Normal"]

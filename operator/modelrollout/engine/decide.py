@@ -162,7 +162,9 @@ class _Tick:
         s.awaiting_approval = gate
         s.message = message
         self.record("Paused", message)
-        self.event(EventType.NORMAL, "Paused", message)
+        # A pause that a human must look into (no data) is a warning; a planned gate is not.
+        kind_of = EventType.WARNING if kind == PAUSE_INCONCLUSIVE else EventType.NORMAL
+        self.event(kind_of, "Paused", message)
 
     def unpause(self, message: str) -> None:
         s = self.s
@@ -548,6 +550,9 @@ class _Tick:
         s, spec = self.s, self.spec
         bg = spec.strategy.blue_green
         assert bg is not None
+        if self.approved("postPromotion:end"):
+            self.promote(f"promoted {s.candidate_version} by a human after the switch")
+            return
         if self.elapsed(s.stage_started_at) < parse_duration(bg.post_promotion_duration):
             return
         if not self.analysis_allows_promotion():
@@ -601,10 +606,12 @@ def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
         return "shadow:end"
     if s.stage == Stage.PREVIEW:
         return "preview:promotion"
+    if s.stage == Stage.POST_PROMOTION:
+        return "postPromotion:end"
     if s.stage == Stage.CANARY and spec.strategy.canary is not None:
         i = s.step_index or 0
         return "canary:promotion" if i >= len(spec.strategy.canary.steps) else f"canary:{i}"
-    return "none"
+    return "none"  # pragma: no cover - every running stage is named above
 
 
 def decide(
