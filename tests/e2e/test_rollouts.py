@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelrollout.cli.main import main
 from modelrollout.devenv import manifests as m
 
 from .world import World, history
@@ -89,6 +90,15 @@ def test_a_latency_regression_at_25_percent_is_rolled_back_within_the_failure_li
     ]
     assert failed_values[0] > 0.25
     assert "RolledBack" in world.reasons("lat")
+    # and the report of the run puts the rollback marker at the step where it happened
+    out = world.work_dir / "report"
+    args = ["report", "lat", "-n", world.ns, "--kubeconfig", str(world.cluster.kubeconfig)]
+    assert main([*args, "-o", str(out)]) == 0
+    html = (world.work_dir / "report.html").read_text()
+    assert f"RolledBack @ step {status['stepIndex']}" in html
+    assert status["stepIndex"] == 3  # the pause after setWeight 25
+    assert "WeightChanged → 25% @ step 2" in html  # the setWeight step itself
+    assert (world.work_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_candidate_that_fails_in_shadow_never_receives_live_traffic(world: World) -> None:
