@@ -57,6 +57,10 @@ demo: install binaries ## Start a local cluster and Prometheus, run two rollouts
 up: install binaries ## Start the local environment and keep it running (Ctrl-C tears it down)
 	$(PYTHON) -m modelrollout.cli.main dev up
 
+.PHONY: study
+study: install binaries ## The gate simulation study (about 20 minutes); numbers go to docs/analysis.md
+	$(PYTHON) -m tests.study.simulation_study
+
 .PHONY: bench
 bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 	$(PYTHON) -m tests.bench.bench_engine
