@@ -184,6 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     break
                 time.sleep(1)
         del good
+        console.print()
         final = {
             n: (_get(env, ns, n).get("status") or {}) for n in ("fraud-detector", "recommender")
         }
