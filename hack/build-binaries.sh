@@ -36,7 +36,7 @@ log() { printf '\033[1m[binaries]\033[0m %s\n' "$*" >&2; }
 need_go() {
   command -v go >/dev/null || {
     echo "error: Go is needed to build the local environment's binaries." >&2
-    echo "       Install Go 1.24+ (https://go.dev/doc/install), or point" >&2
+    echo "       Install Go 1.26+ (https://go.dev/doc/install), or point" >&2
     echo "       KUBEBUILDER_ASSETS at a folder holding etcd, kube-apiserver," >&2
     echo "       kube-controller-manager, kube-scheduler, kubectl, kwok and helm." >&2
     exit 2
@@ -107,7 +107,7 @@ build_etcd() {
   cat > "${mod}/go.mod" <<MOD
 module modelrollout.local/etcd-binary
 
-go 1.24
+go 1.26
 
 require go.etcd.io/etcd/server/v3 ${v}
 MOD

@@ -130,7 +130,7 @@ def _hint(name: str) -> str:
             "prometheus binary on PATH or in $KUBEBUILDER_ASSETS."
         )
     return (
-        "Build it with `make binaries` (runs hack/build-binaries.sh; needs Go 1.24+ "
+        "Build it with `make binaries` (runs hack/build-binaries.sh; needs Go 1.26+ "
         "and takes ~30 min cold on 2 cores), or set KUBEBUILDER_ASSETS to a folder "
         f"holding {name} (envtest convention)."
     )
