@@ -542,8 +542,9 @@ def _handler_for(server: ModelServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Handler(BaseHTTPRequestHandler):
-    model_server: ClassVar[ModelServer]
+class JsonHandler(BaseHTTPRequestHandler):
+    """What the simulators' small HTTP APIs share: quiet access logs and JSON answers."""
+
     server_version = "modelrollout-sim/1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -559,6 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, doc: Any) -> None:
         self._send(status, json.dumps(doc).encode())
+
+
+class _Handler(JsonHandler):
+    model_server: ClassVar[ModelServer]
 
     def _read_body(self) -> bytes:
         return read_body(self)

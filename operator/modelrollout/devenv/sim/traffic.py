@@ -41,7 +41,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -56,6 +56,7 @@ from prometheus_client import (
 from modelrollout.devenv.sim.model_server import (
     FEATURE_NAMES,
     HOST,
+    JsonHandler,
     install_stop_signals,
     read_body,
     write_port_file,
@@ -984,18 +985,8 @@ class TrafficGenerator:
         return int(self._metrics_httpd.server_address[1])
 
 
-class _GeneratorHandler(BaseHTTPRequestHandler):
+class _GeneratorHandler(JsonHandler):
     generator: ClassVar[TrafficGenerator]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
