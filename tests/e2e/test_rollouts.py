@@ -11,6 +11,7 @@ import pytest
 
 from modelrollout.cli.main import main
 from modelrollout.devenv import manifests as m
+from modelrollout.devenv.stack import wait_for
 
 from .world import World, history
 
@@ -153,8 +154,18 @@ def test_blue_green_switches_then_switches_back_instantly_on_a_post_promotion_fa
     assert status["stableVersion"] == "v1"
     reasons = world.reasons("bg")
     assert reasons.index("Switched") < reasons.index("RolledBack")
-    split = stack.split()
-    assert split, "the traffic generator reads the route"
+    # and v1, kept warm through the switch, answers live traffic again at once
+    query = (
+        f'sum(model_requests_total{{model="bg",version="v1",mirrored="false",'
+        f'namespace="{world.ns}"}})'
+    )
+
+    def v1_served() -> float:
+        result = world.prometheus.query(query)
+        return float(result[0]["value"][1]) if result else 0.0
+
+    before = v1_served()
+    wait_for(lambda: v1_served() > before + 20, 30, "v1 serving live requests again")
 
 
 def annotate(world: World, name: str, verb: str, request_id: str) -> None:
@@ -284,7 +295,6 @@ def test_a_manual_edit_of_the_route_weights_is_reported_and_undone(world: World)
         f'"value":{__import__("json").dumps(route["spec"]["rules"][-1]["backendRefs"])}}}]',
     )  # fmt: skip
     world.wait_status("edit", lambda s: True, 1, "status")
-    from modelrollout.devenv.stack import wait_for
 
     wait_for(lambda: "TrafficDrift" in world.reasons("edit"), 30, "a TrafficDrift event")
     wait_for(
