@@ -294,8 +294,6 @@ def test_a_manual_edit_of_the_route_weights_is_reported_and_undone(world: World)
         '[{"op":"replace","path":"/spec/rules/1/backendRefs",'
         f'"value":{__import__("json").dumps(route["spec"]["rules"][-1]["backendRefs"])}}}]',
     )  # fmt: skip
-    world.wait_status("edit", lambda s: True, 1, "status")
-
     wait_for(lambda: "TrafficDrift" in world.reasons("edit"), 30, "a TrafficDrift event")
     wait_for(
         lambda: world.route_backends("edit") == {"edit-v1": 75, "edit-v2": 25},
