@@ -92,7 +92,7 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
         candidate_version=status.candidate_version,
         stable_version=status.stable_version,
         stage=status.stage.value if status.stage else None,
-        gates=tuple(g.name for g in gates),
+        gates=tuple(gates),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from modelrollout.api.models import GateResult
+from modelrollout.api.models import GateResult, MetricGate
 
 
 class RequestVerb(StrEnum):
@@ -114,7 +114,8 @@ class Plan:
     candidate_version: str | None = None
     stable_version: str | None = None
     stage: str | None = None
-    gates: tuple[str, ...] = ()
+    gates: tuple[MetricGate, ...] = ()
+    """The gates to measure in this stage."""
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from modelrollout.engine import (
     Request,
     TrafficIntent,
     TrafficState,
-    active_gates,
     decide,
     plan,
 )
@@ -173,7 +172,7 @@ def reconcile(
             previous=previous_results(status),
         )
         source = adapters.source_for(spec.analysis.prometheus.address)
-        results = evaluate(active_gates(spec, status), source, ctx)
+        results = evaluate(list(p.gates), source, ctx)
 
     obs = Observations(
         generation=generation,
