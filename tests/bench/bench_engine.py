@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from modelrollout.api.models import ModelRolloutStatus
+from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.engine import Observations, decide, plan
 from tests.unit.engine_harness import FAIL, PASS, T0, Sim, make_spec
 

@@ -61,14 +61,9 @@ import modelrollout
 from modelrollout.analysis import stats
 from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.source import PrometheusSource
-from modelrollout.api.models import (
-    GateResult,
-    MetricGate,
-    ModelRolloutSpec,
-    ModelRolloutStatus,
-    Phase,
-    Verdict,
-)
+from modelrollout.api.gates import MetricGate
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import GateResult, ModelRolloutStatus, Phase, Verdict
 from modelrollout.devenv.procs import Supervisor, http_probe, wait_until
 from modelrollout.devenv.prometheus import PrometheusServer, Target
 from modelrollout.devenv.sim.model_server import FEATURE_BUCKETS

@@ -7,12 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from modelrollout.api.models import (
-    GateResult,
-    ModelRolloutSpec,
-    ModelRolloutStatus,
-    Verdict,
-)
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import GateResult, ModelRolloutStatus, Verdict
 from modelrollout.engine import (
     Decision,
     Observations,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.api.models import ModelRolloutStatus, Phase
+from modelrollout.api.status import ModelRolloutStatus, Phase
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "argocd-health.lua"

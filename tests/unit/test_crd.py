@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from modelrollout.api import crd
-from modelrollout.api.models import ModelRolloutSpec
+from modelrollout.api.spec import ModelRolloutSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.api.models import Phase, Stage, Verdict
+from modelrollout.api.status import Phase, Stage, Verdict
 from modelrollout.engine import RequestVerb, TrafficState
 
 from .engine_harness import FAIL, NODATA, PASS, Sim, gate, make_spec
@@ -388,7 +388,7 @@ def test_a_route_that_cannot_be_read_holds_the_rollout_and_warns_once() -> None:
     d1 = decide(sim.spec, before, obs, sim.now)
     assert d1.traffic is None
     assert [e.reason for e in d1.events] == ["RouteUnavailable"]
-    from modelrollout.api.models import ModelRolloutStatus
+    from modelrollout.api.status import ModelRolloutStatus
 
     after = ModelRolloutStatus.model_validate(d1.status)
     assert after.weights == before.weights

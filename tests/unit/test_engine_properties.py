@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelrollout.api.models import Phase, Stage, Verdict
+from modelrollout.api.status import Phase, Stage, Verdict
 from modelrollout.engine import RequestVerb, plan
 
 from .engine_harness import Sim, gate, make_spec

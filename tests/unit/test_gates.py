@@ -18,7 +18,8 @@ import pytest
 
 from modelrollout.analysis.gates import GateContext, builtin_query, evaluate, render
 from modelrollout.analysis.source import PrometheusSource, SourceError
-from modelrollout.api.models import MetricGate, Verdict
+from modelrollout.api.gates import MetricGate
+from modelrollout.api.status import Verdict
 
 
 def vector(*values: str) -> dict[str, Any]:

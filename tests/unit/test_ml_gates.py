@@ -29,11 +29,10 @@ from modelrollout.analysis.ml_gates import (
 )
 from modelrollout.analysis.source import Sample, SourceError
 from modelrollout.api import crd
-from modelrollout.api.models import (
-    AccuracyGate,
+from modelrollout.api.gates import AccuracyGate, MetricGate
+from modelrollout.api.status import (
     AnalysisRun,
     GateResult,
-    MetricGate,
     ModelRolloutStatus,
     Phase,
     Stage,

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from modelrollout.analysis.source import MetricSource, SourceError
-from modelrollout.api.models import GateResult, MetricGate, Verdict
+from modelrollout.api.gates import MetricGate
+from modelrollout.api.status import GateResult, Verdict
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 

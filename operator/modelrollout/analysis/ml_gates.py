@@ -39,18 +39,16 @@ from typing import Protocol, runtime_checkable
 from modelrollout.analysis import stats
 from modelrollout.analysis.gates import Evaluator, GateContext, render
 from modelrollout.analysis.source import MetricSource, Sample, SourceError
-from modelrollout.api.models import (
+from modelrollout.api.base import parse_duration
+from modelrollout.api.gates import (
     METRIC_NAME_PATTERN,
     AccuracyGate,
     AgreementGate,
     CompareGate,
     DriftGate,
-    GateResult,
     MetricGate,
-    ModelRolloutStatus,
-    Verdict,
-    parse_duration,
 )
+from modelrollout.api.status import GateResult, ModelRolloutStatus, Verdict
 from modelrollout.engine.decide import parse_ts
 
 __all__ = [

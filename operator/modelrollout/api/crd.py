@@ -27,16 +27,9 @@ from typing import Any
 
 import yaml
 
-from modelrollout.api.models import (
-    GROUP,
-    KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    VERSION,
-    ModelRolloutSpec,
-    ModelRolloutStatus,
-)
+from modelrollout.api.base import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import ModelRolloutStatus
 
 _DROP = {"title", "examples", "additionalProperties", "$defs"}
 
@@ -160,7 +153,9 @@ def _column(name: str, path: str, type_: str = "string", priority: int = 0) -> d
 
 
 def render() -> str:
-    header = "# Generated from operator/modelrollout/api/models.py by `make crds`. Do not edit.\n"
+    header = (
+        "# Generated from the models in operator/modelrollout/api/ by `make crds`. Do not edit.\n"
+    )
     return header + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 

@@ -35,15 +35,10 @@ from modelrollout.analysis.ml_gates import (
     judge_drift,
 )
 from modelrollout.analysis.source import MetricSource
-from modelrollout.api.models import (
-    AgreementGate,
-    GateResult,
-    MetricGate,
-    ModelRolloutSpec,
-    Stage,
-    Verdict,
-    parse_duration,
-)
+from modelrollout.api.base import parse_duration
+from modelrollout.api.gates import AgreementGate, MetricGate
+from modelrollout.api.spec import ModelRolloutSpec
+from modelrollout.api.status import GateResult, Stage, Verdict
 
 EXIT = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCONCLUSIVE: 2}
 SEVERITY = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.api.models import parse_duration
+from modelrollout.api.base import parse_duration
 from modelrollout.cli import render
 from modelrollout.cli.kube import (
     EXIT_FAILED,

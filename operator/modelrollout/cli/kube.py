@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelrollout.api.models import GROUP, KIND, PLURAL, VERSION
+from modelrollout.api.base import GROUP, KIND, PLURAL, VERSION
 
 #: The annotation a human request travels in (``<verb>:<unique id>``); the operator
 #: reads it (``modelrollout.operator.reconcile.REQUEST_ANNOTATION``) and acts once per id.

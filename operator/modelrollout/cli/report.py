@@ -470,7 +470,7 @@ def prometheus_series(
     from prometheus_api_client import PrometheusConnect
 
     from modelrollout.analysis.gates import GateContext, TemplateError, query_of, render
-    from modelrollout.api.models import MetricGate
+    from modelrollout.api.gates import MetricGate
 
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}

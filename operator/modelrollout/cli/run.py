@@ -8,7 +8,7 @@ import os
 import secrets
 from typing import Any
 
-from modelrollout.api.models import parse_duration
+from modelrollout.api.base import parse_duration
 
 
 def add_parsers(sub: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from modelrollout.api.models import Condition, ModelRolloutStatus, Phase
+from modelrollout.api.status import Condition, ModelRolloutStatus, Phase
 from modelrollout.engine.types import Observations
 
 CondStatus = Literal["True", "False", "Unknown"]

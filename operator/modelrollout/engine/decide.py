@@ -16,21 +16,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from modelrollout.api.models import (
+from modelrollout.api.base import parse_duration
+from modelrollout.api.gates import InconclusivePolicy, MetricGate
+from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
+from modelrollout.api.status import (
     AnalysisRun,
-    Automation,
-    CanaryStep,
     GateResult,
     HistoryEntry,
-    InconclusivePolicy,
-    MetricGate,
-    ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
     Stage,
     Verdict,
     Weights,
-    parse_duration,
 )
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.engine.types import (

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from modelrollout.api.models import GateResult, MetricGate
+from modelrollout.api.gates import MetricGate
+from modelrollout.api.status import GateResult
 
 
 class RequestVerb(StrEnum):

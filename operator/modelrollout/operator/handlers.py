@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from modelrollout.analysis.source import MetricSource, PrometheusSource
-from modelrollout.api.models import GROUP, PLURAL, VERSION
+from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.api.models import GROUP, PLURAL, VERSION
+from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.engine import Event
 from modelrollout.traffic.base import Router
 from modelrollout.traffic.gateway_api import GatewayAPIRouter

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from modelrollout.api.models import Phase
+from modelrollout.api.status import Phase
 from modelrollout.engine import Decision
 
 

@@ -26,13 +26,9 @@ from pydantic import ValidationError
 from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
-from modelrollout.api.models import (
-    GROUP,
-    ModelRolloutSpec,
-    ModelRolloutStatus,
-    Phase,
-    VersionRef,
-)
+from modelrollout.api.base import GROUP
+from modelrollout.api.spec import ModelRolloutSpec, VersionRef
+from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
     Event,

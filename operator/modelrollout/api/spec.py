@@ -1,0 +1,280 @@
+"""The ModelRollout's spec: the model, its versions, the route, the strategy, the analysis.
+
+Everything here is written by a tenant and treated as hostile input: the models
+refuse what cannot run, and the same rules travel to the API server as CEL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelrollout.api.base import GROUP, VERSION, ApiModel, Duration, Percent, cel_rules
+from modelrollout.api.gates import MetricGate
+from modelrollout.api.status import ModelRolloutStatus
+
+
+class VersionRef(ApiModel):
+    """One version of the model and the Service that serves it."""
+
+    version: str = Field(min_length=1, max_length=63, description="Version label, e.g. v2.")
+    service: str | None = Field(
+        default=None,
+        description="Service that serves this version. Default: spec.serviceTemplate.",
+    )
+    deployment: str | None = Field(
+        default=None,
+        description="Deployment of this version (service router only). "
+        "Default: spec.deploymentTemplate.",
+    )
+
+
+class GatewayAPIRouting(ApiModel):
+    """A Gateway API HTTPRoute: backendRef weights; a RequestMirror filter for shadow."""
+
+    http_route: str = Field(min_length=1, description="HTTPRoute in the rollout's namespace.")
+    rule: str | None = Field(
+        default=None,
+        description="Name of the rule that belongs to the model. Default: the rule whose "
+        "backendRefs name the stable or candidate Service.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="backendRef port.")
+
+
+class IstioRouting(ApiModel):
+    """An Istio VirtualService: route weights; mirror and mirrorPercentage for shadow."""
+
+    virtual_service: str = Field(min_length=1)
+    route: str | None = Field(
+        default=None,
+        description="Name of the http route that belongs to the model. Default: the route "
+        "whose destinations name the stable or candidate Service.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class ServiceRouting(ApiModel):
+    """A plain Service, no mesh.
+
+    Blue-green switches the Service's selector between versions. A canary is
+    carried by the replica ratio of the two Deployments while the selector
+    spans both versions, so its weights are approximate (status says so).
+    """
+
+    name: str = Field(min_length=1)
+    version_label: str = Field(
+        default="version", description="Pod label that tells the versions apart."
+    )
+
+
+class TrafficRouting(ApiModel):
+    """Exactly one router."""
+
+    model_config = cel_rules(
+        (
+            "[has(self.gatewayAPI), has(self.istio), has(self.service)].filter(x, x).size() == 1",
+            "trafficRouting needs exactly one of gatewayAPI, istio, service",
+        )
+    )
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    istio: IstioRouting | None = None
+    service: ServiceRouting | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TrafficRouting:
+        set_ = [n for n in ("gateway_api", "istio", "service") if getattr(self, n) is not None]
+        if len(set_) != 1:
+            raise ValueError(
+                f"trafficRouting needs exactly one of gatewayAPI, istio, service (got {len(set_)})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.gateway_api is not None:
+            return "gatewayAPI"
+        if self.istio is not None:
+            return "istio"
+        return "service"
+
+
+class ShadowStrategy(ApiModel):
+    """Mirror a share of live requests to the candidate; its answers never reach users."""
+
+    mirror_percent: Percent = Field(default=100)
+    duration: Duration = Field(default="10m")
+
+
+class PauseStep(ApiModel):
+    duration: Duration | None = Field(
+        default=None, description="Wait this long. No duration: a human gate (promote to pass)."
+    )
+
+
+class AnalysisStep(ApiModel):
+    checks: int = Field(
+        default=1, ge=1, le=100, description="Hold until this many checks in a row pass."
+    )
+
+
+class CanaryStep(ApiModel):
+    """One step: exactly one of setWeight, pause, analysis."""
+
+    model_config = cel_rules(
+        (
+            "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            "a canary step needs exactly one of setWeight, pause, analysis",
+        )
+    )
+
+    set_weight: Percent | None = None
+    pause: PauseStep | None = None
+    analysis: AnalysisStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStep:
+        n = sum(x is not None for x in (self.set_weight, self.pause, self.analysis))
+        if n != 1:
+            raise ValueError("a canary step needs exactly one of setWeight, pause, analysis")
+        return self
+
+
+class CanaryStrategy(ApiModel):
+    steps: list[CanaryStep] = Field(min_length=1, max_length=50)
+
+
+class BlueGreenStrategy(ApiModel):
+    """Preview, judge, switch all traffic at once, keep the old version warm."""
+
+    preview_duration: Duration = Field(
+        default="5m", description="How long the candidate is judged on preview traffic."
+    )
+    preview_weight: Percent = Field(
+        default=0,
+        description="Share of live traffic the preview gets (0: only mirrored traffic "
+        "and direct preview requests).",
+    )
+    preview_mirror_percent: Percent = Field(
+        default=0, description="Share of live traffic mirrored to the preview."
+    )
+    auto_promote: bool = Field(
+        default=True, description="Switch when pre-promotion analysis passes; false: a human."
+    )
+    post_promotion_duration: Duration = Field(
+        default="5m", description="How long the new active version is judged after the switch."
+    )
+    scale_down_delay: Duration = Field(
+        default="10m",
+        description="How long the old version keeps serving capacity after the switch, "
+        "so a rollback is instant.",
+    )
+
+
+class Strategy(ApiModel):
+    model_config = cel_rules(
+        (
+            "has(self.canary) != has(self.blueGreen)",
+            "strategy needs exactly one of canary, blueGreen",
+        )
+    )
+
+    shadow: ShadowStrategy | None = None
+    canary: CanaryStrategy | None = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError("strategy needs exactly one of canary, blueGreen")
+        return self
+
+
+class PrometheusSource(ApiModel):
+    address: str | None = Field(
+        default=None, description="Prometheus URL. Default: the operator's --prometheus."
+    )
+
+
+class Analysis(ApiModel):
+    interval: Duration = Field(default="1m", description="Time between checks; also {{interval}}.")
+    failure_limit: int = Field(
+        default=2, ge=1, le=100, description="Failed checks in a row that roll back."
+    )
+    inconclusive_limit: int = Field(
+        default=3, ge=1, le=100, description="Inconclusive checks in a row that pause."
+    )
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    metrics: list[MetricGate] = Field(default_factory=list, max_length=32)
+
+
+class Automation(StrEnum):
+    """How far the rollout goes on its own."""
+
+    FULL = "Full"
+    """Runs from shadow to promotion with no human, stopping only at untimed pauses."""
+    AFTER_SHADOW = "AfterShadow"
+    """Stops after shadow for a human to let live traffic in."""
+    BEFORE_PROMOTION = "BeforePromotion"
+    """Asks for approval only before the final promotion."""
+    EVERY_STEP = "EveryStep"
+    """Asks for approval before every weight increase and the promotion."""
+
+
+class ModelRolloutSpec(ApiModel):
+    model_config = cel_rules(
+        (
+            "!(has(self.trafficRouting.service) && has(self.strategy.shadow))",
+            "shadow needs a router that can mirror (gatewayAPI or istio); a plain Service cannot",
+        )
+    )
+
+    model: str = Field(min_length=1, max_length=63, description="Model name, {{model}}.")
+    stable: VersionRef | None = Field(
+        default=None,
+        description="The version serving now. Read once to seed status.stable; after that "
+        "the operator keeps track of the stable version itself.",
+    )
+    candidate: VersionRef
+    service_template: str = Field(
+        default="{model}-{version}", description="Service name of a version."
+    )
+    deployment_template: str = Field(
+        default="{model}-{version}", description="Deployment name of a version."
+    )
+    traffic_routing: TrafficRouting
+    strategy: Strategy
+    analysis: Analysis = Field(default_factory=Analysis)
+    automation: Automation = Field(default=Automation.FULL)
+    paused: bool = Field(default=False, description="Hold the rollout where it is.")
+
+    @model_validator(mode="after")
+    def _router_supports_strategy(self) -> ModelRolloutSpec:
+        if self.traffic_routing.service is not None and self.strategy.shadow is not None:
+            raise ValueError(
+                "shadow needs a router that can mirror (gatewayAPI or istio); "
+                "a plain Service cannot"
+            )
+        return self
+
+    def service_for(self, ref: VersionRef) -> str:
+        return ref.service or self.service_template.format(model=self.model, version=ref.version)
+
+    def deployment_for(self, ref: VersionRef) -> str:
+        return ref.deployment or self.deployment_template.format(
+            model=self.model, version=ref.version
+        )
+
+
+class ModelRollout(ApiModel):
+    """A whole object, as read from the API server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=f"{GROUP}/{VERSION}")
+    kind: Literal["ModelRollout"] = "ModelRollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)

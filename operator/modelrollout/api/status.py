@@ -1,0 +1,144 @@
+"""The ModelRollout's status: every fact the operator needs to carry on after a restart.
+
+Phases, stages and verdicts are the words a user reads in ``kubectl get mro`` and in
+Events; each value has a line of doc.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from modelrollout.api.base import ApiModel, Percent
+
+
+class Phase(StrEnum):
+    """Where the rollout is, as a user reads it."""
+
+    PENDING = "Pending"
+    """Accepted; nothing moved yet."""
+    SHADOWING = "Shadowing"
+    """The candidate gets mirrored traffic; its answers are thrown away."""
+    PROGRESSING = "Progressing"
+    """The candidate serves live traffic (canary steps, blue-green preview)."""
+    PAUSED = "Paused"
+    """Held: a human gate, a pause command, spec.paused, or inconclusive analysis."""
+    PROMOTING = "Promoting"
+    """All traffic is on the candidate; post-promotion checks or scale-down delay run."""
+    SUCCEEDED = "Succeeded"
+    """The candidate is the new stable."""
+    ROLLED_BACK = "RolledBack"
+    """Analysis or a human sent all traffic back to stable."""
+    FAILED = "Failed"
+    """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
+
+
+class Stage(StrEnum):
+    """The part of the strategy in progress."""
+
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PREVIEW = "preview"
+    """Blue-green: the candidate is judged before the switch."""
+    POST_PROMOTION = "postPromotion"
+    """Blue-green: switched; the old version still warm."""
+    DONE = "done"
+
+
+class Verdict(StrEnum):
+    """The outcome of one gate in one check; measurement failures are values, not errors."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    """No data, NaN, an empty or a multi-series result, or the source is unreachable."""
+
+
+class Weights(ApiModel):
+    stable: Percent = 100
+    candidate: Percent = 0
+
+
+class GateResult(ApiModel):
+    metric: str
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    verdict: Verdict
+    reason: str | None = None
+    samples: float | None = None
+    needed_samples: float | None = None
+
+    @property
+    def limit_text(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+class AnalysisRun(ApiModel):
+    at: str
+    stage: Stage
+    step_index: int | None = None
+    verdict: Verdict
+    results: list[GateResult] = Field(default_factory=list)
+
+
+class HistoryEntry(ApiModel):
+    at: str
+    phase: Phase
+    stage: Stage
+    step_index: int | None = None
+    weight: Percent = 0
+    mirror_percent: Percent = 0
+    reason: str
+    message: str | None = None
+    candidate_version: str | None = None
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class ModelRolloutStatus(ApiModel):
+    """Every fact the operator needs to carry on after a restart lives here."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Phase = Phase.PENDING
+    stage: Stage | None = None
+    step_index: int | None = None
+    stable_version: str | None = None
+    candidate_version: str | None = None
+    weights: Weights = Field(default_factory=Weights)
+    mirror_percent: Percent = 0
+    weights_approximate: bool | None = None
+    observed_generation: int | None = None
+    rollout_started_at: str | None = None
+    stage_started_at: str | None = None
+    step_started_at: str | None = None
+    last_check_at: str | None = None
+    consecutive_failures: int = 0
+    consecutive_inconclusive: int = 0
+    consecutive_passes: int = 0
+    pause_reason: str | None = None
+    awaiting_approval: str | None = None
+    approved_gate: str | None = None
+    aborted: bool | None = None
+    handled_request: str | None = None
+    scale_down_at: str | None = None
+    last_analysis: AnalysisRun | None = None
+    analysis_ledger: list[AnalysisRun] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
