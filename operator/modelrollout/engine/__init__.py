@@ -2,6 +2,7 @@
 
 from modelrollout.engine.decide import active_gates, decide, plan
 from modelrollout.engine.types import (
+    Admission,
     Decision,
     Event,
     EventType,
@@ -9,11 +10,13 @@ from modelrollout.engine.types import (
     Plan,
     Request,
     RequestVerb,
+    RouteBackend,
     TrafficIntent,
     TrafficState,
 )
 
 __all__ = [
+    "Admission",
     "Decision",
     "Event",
     "EventType",
@@ -21,6 +24,7 @@ __all__ = [
     "Plan",
     "Request",
     "RequestVerb",
+    "RouteBackend",
     "TrafficIntent",
     "TrafficState",
     "active_gates",

@@ -30,6 +30,7 @@ from modelrollout.api.status import (
     Weights,
 )
 from modelrollout.engine.conditions import set_conditions
+from modelrollout.engine.seed import stable_from_route
 from modelrollout.engine.types import (
     Decision,
     Event,
@@ -624,14 +625,7 @@ def decide(
 
     if s.stable_version is None and spec.stable is not None:
         s.stable_version = spec.stable.version
-    if s.stable_version is None:
-        if s.phase != Phase.FAILED:
-            s.phase = Phase.FAILED
-            s.message = (
-                "no stable version known: set spec.stable.version to the version serving now"
-            )
-            t.record("Invalid", s.message)
-            t.event(EventType.WARNING, "Invalid", s.message)
+    if s.stable_version is None and not _seed_stable(t, obs):
         return _finish(t, obs, drift, traffic=False)
 
     if obs.traffic_error is not None and not obs.deleting:
@@ -684,6 +678,31 @@ def decide(
         t.advance()
 
     return _finish(t, obs, drift)
+
+
+def _seed_stable(t: _Tick, obs: Observations) -> bool:
+    """Seed the first stable version from the route; False (and Failed, saying why) if unclear."""
+    s = t.s
+    found = "the route could not be read"
+    if obs.traffic_error is not None:
+        found = f"the route could not be read: {obs.traffic_error}"
+    elif obs.route_backends is not None:
+        version, found = stable_from_route(t.spec, obs.route_backends)
+        if version is not None:
+            s.stable_version = version
+            t.record("StableFromRoute", f"stable version {version}: {found}")
+            t.event(EventType.NORMAL, "StableFromRoute", f"stable version {version}: {found}")
+            return True
+    message = (
+        f"no stable version known: {found}; set spec.stable.version to the version "
+        "serving now, or make the route send all live traffic to it"
+    )
+    if s.phase != Phase.FAILED or s.message != message:
+        s.phase = Phase.FAILED
+        s.message = message
+        t.record("Invalid", message)
+        t.event(EventType.WARNING, "Invalid", message)
+    return False
 
 
 def _drifted(before: ModelRolloutStatus, obs: Observations) -> tuple[int, int] | None:

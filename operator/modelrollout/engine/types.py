@@ -61,6 +61,37 @@ class TrafficState:
 
 
 @dataclass(frozen=True)
+class RouteBackend:
+    """One backend the model's rule sends live traffic to, as the router found it."""
+
+    service: str
+    weight: int
+    version: str | None = None
+    """The version, when the route names it directly (a Service's selector); else the
+    engine parses it out of ``service`` with ``spec.serviceTemplate``."""
+    rule: int = 0
+    """Which rule (or http route) of the route object the backend is in."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a rollout may take a rollout slot now (``--max-concurrent-rollouts``).
+
+    The shell counts the rollouts that hold a slot and the ones waiting for one
+    (operator-wide and per namespace) and hands the engine this answer: the
+    engine never starts a rollout that is not admitted.
+    """
+
+    admitted: bool
+    position: int = 0
+    """Place in line among the rollouts waiting for a slot: 1 is next."""
+    limit: int = 0
+    """The limit that holds this rollout back."""
+    scope: str = ""
+    """Where that limit counts: ``operator-wide`` or ``in namespace <ns>``."""
+
+
+@dataclass(frozen=True)
 class Observations:
     """Everything the shell saw this tick."""
 
@@ -73,6 +104,11 @@ class Observations:
     traffic_error: str | None = None
     """Why the router could not read or change the route (missing object, no rule, ...)."""
     deleting: bool = False
+    route_backends: tuple[RouteBackend, ...] | None = None
+    """What the model's rule sends live traffic to, read only while no stable version is
+    known (``spec.stable`` omitted): the first stable version is seeded from it."""
+    admission: Admission | None = None
+    """``None``: no limit on concurrent rollouts, every start is admitted."""
 
 
 @dataclass(frozen=True)

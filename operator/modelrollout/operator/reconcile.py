@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from modelrollout.engine import (
     EventType,
     Observations,
     Request,
+    RouteBackend,
     TrafficIntent,
     TrafficState,
     decide,
@@ -86,6 +87,22 @@ def names_for(
             return spec.stable
         return VersionRef(version=version)
 
+    return replace(
+        route_names(spec, namespace),
+        stable=spec.service_for(ref(stable_version)),
+        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
+        retired=tuple(spec.service_for(ref(v)) for v in retired),
+        stable_version=stable_version,
+        candidate_version=candidate_version,
+        stable_workload=spec.deployment_for(ref(stable_version)),
+        candidate_workload=spec.deployment_for(ref(candidate_version))
+        if candidate_version
+        else None,
+    )
+
+
+def route_names(spec: ModelRolloutSpec, namespace: str) -> Names:
+    """The route object and the model's rule in it, before any version is known."""
     routing = spec.traffic_routing
     if routing.gateway_api is not None:
         obj, section, port = (
@@ -101,17 +118,10 @@ def names_for(
     return Names(
         namespace=namespace,
         object_name=obj,
-        stable=spec.service_for(ref(stable_version)),
-        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
-        retired=tuple(spec.service_for(ref(v)) for v in retired),
+        stable="",
+        candidate=None,
         section=section,
         port=port,
-        stable_version=stable_version,
-        candidate_version=candidate_version,
-        stable_workload=spec.deployment_for(ref(stable_version)),
-        candidate_workload=spec.deployment_for(ref(candidate_version))
-        if candidate_version
-        else None,
         version_label=routing.service.version_label if routing.service else "version",
     )
 
@@ -148,11 +158,14 @@ def reconcile(
     stable, candidate = _prior_versions(spec, status)
     traffic: TrafficState | None = None
     traffic_error: str | None = None
-    if stable is not None:
-        try:
+    backends: tuple[RouteBackend, ...] | None = None
+    try:
+        if stable is not None:
             traffic = router.read(names_for(spec, namespace, stable, candidate))
-        except RouteError as exc:
-            traffic_error = str(exc)
+        else:  # spec.stable omitted and not seeded yet: the route tells which version serves
+            backends = router.backends(route_names(spec, namespace))
+    except RouteError as exc:
+        traffic_error = str(exc)
 
     results = None
     p = plan(spec, status, now)
@@ -177,6 +190,7 @@ def reconcile(
         traffic=traffic,
         traffic_error=traffic_error,
         deleting=deleting,
+        route_backends=backends,
     )
     decision = decide(spec, status, obs, now)
 

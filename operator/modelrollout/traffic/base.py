@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelrollout.engine import TrafficIntent, TrafficState
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
 
 Obj = dict[str, Any]
 
@@ -86,6 +86,15 @@ class Router(Protocol):
         """Make the route hold the intent; True when something was changed."""
         ...
 
+    def backends(self, names: Names) -> tuple[RouteBackend, ...]:
+        """The backends of the rules that may be the model's, before any version is known.
+
+        ``names`` carries only the object, the section and the namespace. Each backend
+        says which rule it is in; the engine picks the model's rule by its backends'
+        names and seeds the first stable version from it.
+        """
+        ...
+
 
 def split(weight: int) -> tuple[int, int]:
     """(stable, candidate) weights for a candidate share in percent."""
@@ -108,6 +117,7 @@ class CustomObjectRouter:
     """JSON pointer of the list that holds rules/routes, e.g. ``/spec/rules``."""
 
     read_fn: Callable[[Obj, Names], TrafficState]
+    backends_fn: Callable[[Obj, Names], tuple[RouteBackend, ...]]
     write_fn: Callable[[Obj, Names, TrafficIntent], Obj]
     find_fn: Callable[[Obj, Names], int]
 
@@ -132,6 +142,9 @@ class CustomObjectRouter:
 
     def read(self, names: Names) -> TrafficState:
         return self.read_fn(self.get(names), names)
+
+    def backends(self, names: Names) -> tuple[RouteBackend, ...]:
+        return self.backends_fn(self.get(names), names)
 
     def apply(self, names: Names, intent: TrafficIntent) -> bool:
         obj = self.get(names)
@@ -164,6 +177,22 @@ class CustomObjectRouter:
                 f"cannot patch {self.plural} {names.object_name}: {api_error(exc)}"
             ) from exc
         return True
+
+
+def candidate_rules(
+    rules: list[Obj], names: Names, plain: Callable[[Obj], bool], what: str
+) -> list[tuple[int, Obj]]:
+    """The rule named ``names.section``, else every rule without a header or query match.
+
+    Used before any version is known: the engine picks the model's rule among these by
+    the names of its backends (``spec.serviceTemplate``).
+    """
+    if names.section:
+        for i, rule in enumerate(rules):
+            if rule.get("name") == names.section:
+                return [(i, rule)]
+        raise RouteError(f"{names.object_name} has no {what} named {names.section!r}")
+    return [(i, r) for i, r in enumerate(rules) if plain(r)]
 
 
 def _dig(obj: Obj, parts: list[str]) -> list[Any]:

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic.base import CustomObjectRouter, Names, Obj, RouteError, copy_obj, share
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
+from modelrollout.traffic.base import (
+    CustomObjectRouter,
+    Names,
+    Obj,
+    RouteError,
+    candidate_rules,
+    copy_obj,
+    share,
+)
 
 MIRROR = "RequestMirror"
 
@@ -81,6 +89,15 @@ def read(obj: Obj, names: Names) -> TrafficState:
     return TrafficState(share(candidate, stable), mirror)
 
 
+def backends(obj: Obj, names: Names) -> tuple[RouteBackend, ...]:
+    rules = candidate_rules(obj.get("spec", {}).get("rules") or [], names, _plain, "rule")
+    return tuple(
+        RouteBackend(str(r.get("name")), _weight(r), rule=i)
+        for i, rule in rules
+        for r in rule.get("backendRefs") or []
+    )
+
+
 def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
     new = copy_obj(obj)
     rule = new["spec"]["rules"][find_rule(obj, names)]
@@ -138,5 +155,6 @@ class GatewayAPIRouter(CustomObjectRouter):
     plural = "httproutes"
     section_path = "/spec/rules"
     read_fn = staticmethod(read)
+    backends_fn = staticmethod(backends)
     write_fn = staticmethod(write)
     find_fn = staticmethod(find_rule)

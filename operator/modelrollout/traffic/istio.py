@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic.base import CustomObjectRouter, Names, Obj, RouteError, copy_obj, share
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
+from modelrollout.traffic.base import (
+    CustomObjectRouter,
+    Names,
+    Obj,
+    RouteError,
+    candidate_rules,
+    copy_obj,
+    share,
+)
 
 
 def service_of(host: str | None, namespace: str) -> str | None:
@@ -78,6 +86,19 @@ def read(obj: Obj, names: Names) -> TrafficState:
     return TrafficState(share(candidate, stable), mirror)
 
 
+def backends(obj: Obj, names: Names) -> tuple[RouteBackend, ...]:
+    routes = candidate_rules(obj.get("spec", {}).get("http") or [], names, _plain, "http route")
+    return tuple(
+        RouteBackend(
+            str(_svc(d, names.namespace)),
+            100 if len(route.get("route") or []) == 1 else int(d.get("weight", 0)),
+            rule=i,
+        )
+        for i, route in routes
+        for d in route.get("route") or []
+    )
+
+
 def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
     new = copy_obj(obj)
     ns = names.namespace
@@ -130,5 +151,6 @@ class IstioRouter(CustomObjectRouter):
     plural = "virtualservices"
     section_path = "/spec/http"
     read_fn = staticmethod(read)
+    backends_fn = staticmethod(backends)
     write_fn = staticmethod(write)
     find_fn = staticmethod(find_route)

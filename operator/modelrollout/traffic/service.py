@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrollout.engine import TrafficIntent, TrafficState
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
 from modelrollout.traffic.base import JSON_PATCH, Names, Obj, RouteError, api_error, share
 
 
@@ -39,6 +39,18 @@ def read(
     if pinned is not None:
         return TrafficState(100, 0)  # pinned to a version that is not stable: all off stable
     return TrafficState(share(_replicas(candidate_dep), _replicas(stable_dep)), 0)
+
+
+def backends(service: Obj, names: Names) -> tuple[RouteBackend, ...]:
+    """The version the Service's selector pins; a selector that spans versions is unclear."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    pinned = selector.get(names.version_label)
+    if pinned is None:
+        raise RouteError(
+            f"Service {names.object_name}'s selector has no {names.version_label!r} label: "
+            "it sends traffic to every version"
+        )
+    return (RouteBackend(names.object_name, 100, version=str(pinned)),)
 
 
 def plan_write(
@@ -81,19 +93,24 @@ class ServiceRouter:
         self.apps = apps  # kubernetes.client.AppsV1Api
 
     def _objects(self, names: Names) -> tuple[Obj, Obj | None, Obj | None]:
+        return (
+            self._service(names),
+            self._dep(names.stable_workload, names),
+            self._dep(names.candidate_workload, names),
+        )
+
+    def _service(self, names: Names) -> Obj:
         try:
-            svc = self.core.read_namespaced_service(names.object_name, names.namespace).to_dict()
+            svc: Obj = self.core.read_namespaced_service(
+                names.object_name, names.namespace
+            ).to_dict()
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 raise RouteError(
                     f"Service {names.namespace}/{names.object_name} not found"
                 ) from exc
             raise RouteError(f"cannot read Service {names.object_name}: {api_error(exc)}") from exc
-        return (
-            svc,
-            self._dep(names.stable_workload, names),
-            self._dep(names.candidate_workload, names),
-        )
+        return svc
 
     def _dep(self, name: str | None, names: Names) -> Obj | None:
         if not name:
@@ -108,6 +125,9 @@ class ServiceRouter:
 
     def read(self, names: Names) -> TrafficState:
         return read(*self._objects(names), names)
+
+    def backends(self, names: Names) -> tuple[RouteBackend, ...]:
+        return backends(self._service(names), names)
 
     def apply(self, names: Names, intent: TrafficIntent) -> bool:
         svc, stable_dep, candidate_dep = self._objects(names)
