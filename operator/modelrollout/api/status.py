@@ -125,6 +125,11 @@ class ModelRolloutStatus(ApiModel):
     weights_approximate: bool | None = None
     observed_generation: int | None = None
     rollout_started_at: str | None = None
+    waiting_since: str | None = Field(
+        default=None,
+        description="When the rollout started to wait for a slot (--max-concurrent-rollouts); "
+        "waiting rollouts are admitted in this order.",
+    )
     stage_started_at: str | None = None
     step_started_at: str | None = None
     last_check_at: str | None = None

@@ -60,6 +60,19 @@ def add_parsers(sub: Any) -> None:
         default="60s",
         help="how long a silent peer is taken for alive; a killed leader is replaced after it",
     )
+    p.add_argument(
+        "--max-concurrent-rollouts",
+        type=int,
+        default=0,
+        help="rollouts that may run at once, operator-wide; the rest wait in Pending, in the "
+        "order they started to wait (0: no limit)",
+    )
+    p.add_argument(
+        "--max-concurrent-rollouts-per-namespace",
+        type=int,
+        default=0,
+        help="rollouts that may run at once in one namespace (0: no limit)",
+    )
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--context", default=None)
     p.set_defaults(func=run)
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         context=args.context,
         metrics=OperatorMetrics(),
+        max_rollouts=args.max_concurrent_rollouts,
+        max_rollouts_per_namespace=args.max_concurrent_rollouts_per_namespace,
     )
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

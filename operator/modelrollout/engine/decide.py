@@ -29,9 +29,11 @@ from modelrollout.api.status import (
     Verdict,
     Weights,
 )
+from modelrollout.engine.admission import waiting_message
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.engine.seed import stable_from_route
 from modelrollout.engine.types import (
+    Admission,
     Decision,
     Event,
     EventType,
@@ -197,6 +199,7 @@ class _Tick:
             self.retired = (previous,)
         s.candidate_version = spec.candidate.version
         s.rollout_started_at = ts(self.now)
+        s.waiting_since = None
         s.consecutive_failures = 0
         s.consecutive_inconclusive = 0
         s.pause_reason = None
@@ -220,6 +223,18 @@ class _Tick:
         )
         self.record(reason, s.message)
         self.event(EventType.NORMAL, reason, s.message)
+
+    def wait_for_slot(self, admission: Admission | None) -> None:
+        """Hold a new rollout in Pending until a slot is free; say its place in line."""
+        assert admission is not None
+        s = self.s
+        first = s.waiting_since is None or s.phase != Phase.PENDING
+        s.phase = Phase.PENDING
+        s.message = waiting_message(admission)
+        if first:
+            s.waiting_since = ts(self.now)
+            self.record("Waiting", s.message)
+            self.event(EventType.NORMAL, "Waiting", s.message)
 
     def enter_blue_green_preview(self) -> None:
         bg = self.spec.strategy.blue_green
@@ -349,6 +364,15 @@ class _Tick:
                 None,
                 s.stable_version,
             )
+            if verb == RequestVerb.RETRY and retryable and not admitted(obs):
+                assert obs.admission is not None
+                self.event(
+                    EventType.WARNING,
+                    "RequestIgnored",
+                    f"retry: no rollout slot is free ({waiting_message(obs.admission)}); "
+                    "send it again later",
+                )
+                return
             if verb == RequestVerb.RETRY and retryable:
                 self.start_rollout("Retried")
                 return
@@ -660,7 +684,11 @@ def decide(
             else:
                 s.candidate_version = spec.candidate.version
         else:
-            restarted = s.candidate_version is not None and s.phase not in TERMINAL
+            running = s.phase not in TERMINAL and s.phase != Phase.PENDING
+            restarted = s.candidate_version is not None and running
+            if not restarted and not admitted(obs):
+                t.wait_for_slot(obs.admission)
+                return _finish(t, obs, drift)
             t.start_rollout("CandidateReplaced" if restarted else "RolloutStarted")
 
     t.handle_request(obs)
@@ -678,6 +706,11 @@ def decide(
         t.advance()
 
     return _finish(t, obs, drift)
+
+
+def admitted(obs: Observations) -> bool:
+    """May a rollout start now? Always, when the operator sets no limit."""
+    return obs.admission is None or obs.admission.admitted
 
 
 def _seed_stable(t: _Tick, obs: Observations) -> bool:

@@ -17,6 +17,7 @@ import kopf
 
 from modelrollout.analysis.source import MetricSource, PrometheusSource
 from modelrollout.api.base import GROUP, PLURAL, VERSION
+from modelrollout.engine.admission import Slot, summarize
 from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile
@@ -36,6 +37,8 @@ class RunConfig:
     kubeconfig: str | None = None
     context: str | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    max_rollouts: int = 0
+    max_rollouts_per_namespace: int = 0
 
 
 def plain(x: Any) -> Any:
@@ -45,6 +48,10 @@ def plain(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [plain(v) for v in x]
     return x
+
+
+def _all(index: kopf.Index[Any, Slot]) -> list[Slot]:
+    return [slot for _, store in index.items() for slot in store]
 
 
 def build_adapters(cfg: RunConfig) -> Adapters:
@@ -70,6 +77,8 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         status=KubeStatusWriter(),
         events=KubeEventSink(),
         observe=cfg.metrics.observe,
+        max_rollouts=cfg.max_rollouts or None,
+        max_rollouts_per_namespace=cfg.max_rollouts_per_namespace or None,
     )
 
 
@@ -105,12 +114,19 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
 
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    def slots(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Slot]:
+        """Every rollout's claim on a slot, for --max-concurrent-rollouts (kept by kopf)."""
+        slot = summarize(plain(body))
+        return {slot.key: slot}
+
     # A reconcile that raises (a bug, an API outage) is retried soon, not kopf's default minute.
     @kopf.timer(
         GROUP, VERSION, PLURAL, interval=cfg.tick, backoff=max(cfg.tick, 5.0), registry=registry
     )
-    def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        reconcile(plain(body), memo["adapters"])
+    def tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        # kopf passes the index by its name, ``slots``.
+        reconcile(plain(body), memo["adapters"], others=_all(kwargs["slots"]))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

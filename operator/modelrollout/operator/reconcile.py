@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from modelrollout.engine import (
     decide,
     plan,
 )
+from modelrollout.engine.admission import Slot, admit, summarize
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import Names, RouteError, Router
@@ -69,6 +70,10 @@ class Adapters:
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    max_rollouts: int | None = None
+    """--max-concurrent-rollouts (None or 0: no limit)."""
+    max_rollouts_per_namespace: int | None = None
+    """--max-concurrent-rollouts-per-namespace (None or 0: no limit)."""
 
 
 def names_for(
@@ -137,9 +142,17 @@ def _prior_versions(
 
 
 def reconcile(
-    body: dict[str, Any], adapters: Adapters, *, deleting: bool = False
+    body: dict[str, Any],
+    adapters: Adapters,
+    *,
+    deleting: bool = False,
+    others: Iterable[Slot] = (),
 ) -> Decision | None:
-    """One reconcile. Returns the decision (None when the spec cannot be read)."""
+    """One reconcile. Returns the decision (None when the spec cannot be read).
+
+    ``others`` summarizes every rollout the operator serves (a kopf index), from which
+    the admission under the concurrency limits is worked out.
+    """
     started = time.monotonic()
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -191,6 +204,12 @@ def reconcile(
         traffic_error=traffic_error,
         deleting=deleting,
         route_backends=backends,
+        admission=admit(
+            summarize(body),
+            others,
+            limit=adapters.max_rollouts,
+            per_namespace=adapters.max_rollouts_per_namespace,
+        ),
     )
     decision = decide(spec, status, obs, now)
 
