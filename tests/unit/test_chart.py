@@ -592,7 +592,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
             pytrace=False,
         )
     grafana = {"$__rate_interval": "1m", "$__range": "1h", "$job": ".*"}
-    grafana |= {"$namespace": ".*", "$rollout": ".*"}
+    grafana |= {"$namespace": ".*", "$rollout": ".*", "$gate": ".*"}
     rules = []
     for i, expr in enumerate(_exprs(json.loads(DASHBOARD.read_text()))):
         for var, value in grafana.items():

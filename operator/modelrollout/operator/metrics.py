@@ -9,6 +9,7 @@ and whether Prometheus itself answers.
 from __future__ import annotations
 
 import contextlib
+import math
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,18 @@ class OperatorMetrics:
             ["namespace", "rollout", "gate", "verdict"],
             registry=r,
         )
+        self.gate_value = Gauge(
+            "modelrollout_gate_value",
+            "The value each gate measured in the rollout's last check (NaN: no data).",
+            ["namespace", "rollout", "gate", "stage"],
+            registry=r,
+        )
+        self.gate_limit = Gauge(
+            "modelrollout_gate_limit",
+            "Each gate's limit in the rollout's last check; bound is min or max.",
+            ["namespace", "rollout", "gate", "stage", "bound"],
+            registry=r,
+        )
         self.decisions = Counter(
             "modelrollout_decisions_total",
             "Decisions taken (one per Event reason).",
@@ -77,6 +90,8 @@ class OperatorMetrics:
             registry=r,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        self._gates: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        """Label values of the gate series each rollout has, so they can be removed."""
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
@@ -96,6 +111,21 @@ class OperatorMetrics:
         for p in Phase:
             with contextlib.suppress(KeyError):
                 self.rollout_phase.remove(namespace, name, p.value)
+        self._set_gates(namespace, name, set(), {})
+
+    def _set_gates(
+        self, ns: str, name: str, keep: set[tuple[str, ...]], values: dict[tuple[str, ...], float]
+    ) -> None:
+        """Set this check's gate series; drop the rollout's others (an earlier stage's)."""
+        for labels in self._gates.pop((ns, name), set()) - keep:
+            gauge = self.gate_limit if len(labels) == 3 else self.gate_value
+            with contextlib.suppress(KeyError):
+                gauge.remove(ns, name, *labels)
+        for labels, value in values.items():
+            gauge = self.gate_limit if len(labels) == 3 else self.gate_value
+            gauge.labels(ns, name, *labels).set(value)
+        if keep:
+            self._gates[(ns, name)] = keep
 
     def observe(self, body: dict[str, Any], decision: Decision, seconds: float) -> None:
         meta = body.get("metadata") or {}
@@ -114,8 +144,17 @@ class OperatorMetrics:
         before = ((body.get("status") or {}).get("lastAnalysis") or {}).get("at")
         last = st.get("lastAnalysis")
         if isinstance(last, dict) and last.get("at") != before:
+            values: dict[tuple[str, ...], float] = {}
+            stage = str(last.get("stage", ""))
             for result in last.get("results", []):
-                self.verdicts.labels(ns, name, result["metric"], result["verdict"]).inc()
+                gate = str(result["metric"])
+                self.verdicts.labels(ns, name, gate, result["verdict"]).inc()
+                value = result.get("value")
+                values[(gate, stage)] = math.nan if value is None else float(value)
+                for bound in ("min", "max"):
+                    if result.get(bound) is not None:
+                        values[(gate, stage, bound)] = float(result[bound])
+            self._set_gates(ns, name, set(values), values)
         for event in decision.events:
             self.decisions.labels(ns, name, event.reason).inc()
             if event.reason == "RolledBack":
