@@ -40,11 +40,14 @@ Rules = dict[tuple[str, str], set[str]]
 #: Every (apiGroup, resource) the operator touches in a watched namespace, and how.
 #: kopf lists, watches and patches (finalizer, annotations) the ModelRollouts; the
 #: operator patches their status, creates Events, reads and patches the routes,
-#: reads Deployments and patches their scale. Nothing else; never Secrets.
+#: reads Deployments and patches their scale, and gets the one Secret of notification
+#: receivers by its name. Nothing else; never any other Secret, never list or watch.
+NOTIFICATIONS_SECRET = ("", "secrets[modelrollout-notifications]")
 NAMESPACED_RULES: Rules = {
     ("modelrollout.io", "modelrollouts"): {"list", "watch", "patch"},
     ("modelrollout.io", "modelrollouts/status"): {"patch"},
     ("", "events"): {"create"},
+    NOTIFICATIONS_SECRET: {"get"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
     ("networking.istio.io", "virtualservices"): {"get", "patch"},
     ("", "services"): {"get", "patch"},
@@ -126,14 +129,18 @@ def one(objs: Iterable[Obj], kind: str) -> Obj:
 
 
 def rules_table(role: Obj) -> Rules:
-    """(apiGroup, resource) -> verbs; a rule may list several groups and resources."""
+    """(apiGroup, resource) -> verbs; a rule may list several groups and resources.
+
+    A rule limited to some objects by name reads ``resource[name,...]``.
+    """
     table: Rules = {}
     for rule in role["rules"]:
-        assert not rule.get("resourceNames"), rule
         assert not rule.get("nonResourceURLs"), rule
+        names = ",".join(rule.get("resourceNames") or [])
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                table.setdefault((group, resource), set()).update(rule["verbs"])
+                key = f"{resource}[{names}]" if names else resource
+                table.setdefault((group, key), set()).update(rule["verbs"])
     return table
 
 
@@ -171,6 +178,15 @@ VALUE_SETS: dict[str, Obj] = {
         }
     },
     "monitoring": {"serviceMonitor": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+    "notifications-limits": {
+        "notifications": {
+            "defaultsSecret": {"name": "receivers", "key": "r.yaml"},
+            "retries": 3,
+            "backoff": "2s",
+            "queueSize": 50,
+        },
+        "limits": {"maxConcurrentRollouts": 5, "maxConcurrentRolloutsPerNamespace": 2},
+    },
 }
 
 
@@ -235,7 +251,50 @@ def test_no_role_grants_anything_on_secrets_or_wildcards(tmp_path: Path) -> None
 
 def test_the_no_secrets_decision_is_written_down(tmp_path: Path) -> None:
     out = helm(*template_args(tmp_path, {})).stdout
-    assert "No rule on Secrets" in out
+    assert "No rule on Secrets but one" in out
+
+
+def test_the_only_secret_the_operator_may_read_is_the_notifications_secret_by_name(
+    tmp_path: Path,
+) -> None:
+    for values in VALUE_SETS.values():
+        objs = render(tmp_path, values)
+        for role in kinds(objs, "ClusterRole") + kinds(objs, "Role"):
+            secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+            assert secret_rules == [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["modelrollout-notifications"],
+                    "verbs": ["get"],
+                }
+            ], role["metadata"]
+
+
+def test_the_notifications_secret_rule_can_be_left_out(tmp_path: Path) -> None:
+    values = {"rbac": {"notificationsSecret": False}}
+    table = rules_table(one(render(tmp_path, values), "ClusterRole"))
+    assert NOTIFICATIONS_SECRET not in table
+    assert not any(r.startswith("secrets") for _, r in table)
+
+
+def test_limits_and_notification_settings_become_flags(tmp_path: Path) -> None:
+    c = container(render(tmp_path, VALUE_SETS["notifications-limits"]))
+    flags = parse_flags(c["args"])
+    assert (flags.max_concurrent_rollouts, flags.max_concurrent_rollouts_per_namespace) == (5, 2)
+    assert flags.notifications_file == "/etc/modelrollout/notifications/receivers.yaml"
+    assert (flags.notification_retries, flags.notification_backoff) == (3, "2s")
+    assert flags.notification_queue_size == 50
+    pod = one(render(tmp_path, VALUE_SETS["notifications-limits"]), "Deployment")
+    volumes = {v["name"]: v for v in pod["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["notifications"]["secret"] == {
+        "secretName": "receivers",
+        "defaultMode": 0o440,
+        "items": [{"key": "r.yaml", "path": "receivers.yaml"}],
+    }
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["notifications"]["mountPath"] == "/etc/modelrollout/notifications"
+    assert mounts["notifications"]["readOnly"] is True
 
 
 def test_default_deployment_is_locked_down(tmp_path: Path) -> None:
@@ -306,6 +365,9 @@ def test_default_flags(tmp_path: Path) -> None:
     assert flags.prometheus_ca is None
     assert flags.tick == "5s"
     assert (flags.log_format, flags.log_level) == ("json", "info")
+    assert (flags.max_concurrent_rollouts, flags.max_concurrent_rollouts_per_namespace) == (0, 0)
+    assert flags.notifications_file is None
+    assert (flags.notification_retries, flags.notification_queue_size) == (5, 1000)
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 

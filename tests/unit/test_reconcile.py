@@ -136,3 +136,50 @@ def test_a_spec_the_models_refuse_fails_with_the_reason_in_status_and_an_event()
     assert (kind, ekind, reason) == ("status", "event", "InvalidSpec")
     assert patch["status"]["phase"] == "Failed"
     assert "spec.strategy.canary.steps" in patch["status"]["message"]
+
+
+class FakeNotifier:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def submit(
+        self,
+        body: Any,
+        receivers: Any,
+        status: Any,
+        events: list[Event],
+        now: datetime,
+    ) -> None:
+        kinds = None if receivers is None else [r.dump() for r in receivers]
+        self.journal.calls.append(("notify", (kinds, [e.reason for e in events])))
+
+
+def test_the_decision_is_handed_to_the_notifier_last_with_the_spec_receivers() -> None:
+    journal, _, adapters, body = setup()
+    adapters.notifier = FakeNotifier(journal)
+    body["spec"]["notifications"] = [{"slack": {"urlKey": "chat"}}]
+    reconcile(body, adapters)
+    assert [k for k, _ in journal.calls] == ["route", "status", "event", "event", "notify"]
+    assert journal.calls[-1][1] == (
+        [{"slack": {"urlKey": "chat"}}],
+        ["RolloutStarted", "WeightChanged"],
+    )
+
+
+def test_a_refused_spec_is_still_notified_to_the_receivers_it_names() -> None:
+    journal, _, adapters, body = setup()
+    adapters.notifier = FakeNotifier(journal)
+    body["spec"]["strategy"] = {"canary": {"steps": []}}
+    body["spec"]["notifications"] = [{"slack": {"urlKey": "chat"}}]
+    reconcile(body, adapters)
+    assert journal.calls[-1] == ("notify", ([{"slack": {"urlKey": "chat"}}], ["InvalidSpec"]))
+
+
+def test_a_reconcile_without_a_decision_to_tell_notifies_nothing() -> None:
+    journal, _, adapters, body = setup()
+    adapters.notifier = FakeNotifier(journal)
+    reconcile(body, adapters)
+    follow(body, journal)
+    journal.calls.clear()
+    reconcile(body, adapters)
+    assert journal.calls == []

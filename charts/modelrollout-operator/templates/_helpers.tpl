@@ -65,10 +65,12 @@ ClusterRole (all namespaces) and the per-namespace Roles. Each one is used by
 the code named in its comment; nothing else is granted.
 */}}
 {{- define "modelrollout.namespacedRules" -}}
-# No rule on Secrets, on purpose: the Prometheus credentials are mounted as
-# files by the kubelet, which reads the Secret with its own identity, so the
-# operator needs no API access to Secrets (and must not have it: it would see
-# every Secret of every watched namespace).
+# No rule on Secrets but one, on purpose: the Prometheus credentials and the
+# default notification receivers are mounted as files by the kubelet, which
+# reads those Secrets with its own identity, so the operator needs no API
+# access to them (and must not have it: it would see every Secret of every
+# watched namespace). The one exception is below: `get` on the Secret named
+# modelrollout-notifications only (resourceNames), never list or watch.
 #
 # The ModelRollouts themselves. kopf lists and watches them, and patches them
 # for its finalizer and its annotations (progress, last-handled configuration).
@@ -86,6 +88,16 @@ the code named in its comment; nothing else is granted.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.rbac.notificationsSecret }}
+# Notifications: a rollout's receivers name keys of one Secret with a fixed
+# name in its own namespace (written by the namespace's admin, who chooses the
+# URLs and signing keys). `get` on that name only; no list, no watch, no other
+# Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["modelrollout-notifications"]
+  verbs: ["get"]
+{{- end }}
 {{- if .Values.rbac.trafficRouters.gatewayAPI }}
 # Gateway API router: read the HTTPRoute, patch its backend weights and mirror.
 - apiGroups: ["gateway.networking.k8s.io"]

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import GROUP, VERSION, ApiModel, Duration, Percent, cel_rules
 from modelrollout.api.gates import MetricGate
+from modelrollout.api.notifications import Notification
 from modelrollout.api.status import ModelRolloutStatus
 
 
@@ -249,6 +250,13 @@ class ModelRolloutSpec(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis)
     automation: Automation = Field(default=Automation.FULL)
     paused: bool = Field(default=False, description="Hold the rollout where it is.")
+    notifications: list[Notification] | None = Field(
+        default=None,
+        max_length=10,
+        description="Receivers of this rollout's decisions; their URLs and signing keys are "
+        "keys of Secret modelrollout-notifications in this namespace. Unset: the operator's "
+        "default receivers (--notifications-file); an empty list: none.",
+    )
 
     @model_validator(mode="after")
     def _router_supports_strategy(self) -> ModelRolloutSpec:

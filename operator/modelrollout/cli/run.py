@@ -73,6 +73,32 @@ def add_parsers(sub: Any) -> None:
         default=0,
         help="rollouts that may run at once in one namespace (0: no limit)",
     )
+    p.add_argument(
+        "--notifications-file",
+        default=os.environ.get("MODELROLLOUT_NOTIFICATIONS_FILE"),
+        help="YAML list of default receivers (webhook, slack, cloudEvents with url and "
+        "signingSecret) for rollouts whose spec names none; read at start",
+    )
+    p.add_argument(
+        "--notification-retries",
+        type=int,
+        default=5,
+        help="retries of a notification that got no answer, a 408, 429 or 5xx",
+    )
+    p.add_argument(
+        "--notification-backoff",
+        default="1s",
+        help="first wait before a retry; doubles each time (with jitter), up to 1m",
+    )
+    p.add_argument(
+        "--notification-queue-size",
+        type=int,
+        default=1000,
+        help="notifications that may wait, operator-wide; past that new ones are dropped",
+    )
+    p.add_argument(
+        "--notification-timeout", default="5s", help="how long one delivery attempt may take"
+    )
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--context", default=None)
     p.set_defaults(func=run)
@@ -92,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     from modelrollout.operator.handlers import RunConfig, build_registry
     from modelrollout.operator.metrics import OperatorMetrics
+    from modelrollout.operator.notify import Settings
 
     basic = _read(args.prometheus_basic_auth_file)
     cfg = RunConfig(
@@ -109,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         metrics=OperatorMetrics(),
         max_rollouts=args.max_concurrent_rollouts,
         max_rollouts_per_namespace=args.max_concurrent_rollouts_per_namespace,
+        notifications_file=args.notifications_file,
+        notifications=Settings(
+            capacity=args.notification_queue_size,
+            retries=args.notification_retries,
+            backoff=parse_duration(args.notification_backoff),
+            timeout=parse_duration(args.notification_timeout),
+        ),
     )
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

@@ -20,6 +20,7 @@ from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
 from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
 from modelrollout.operator.metrics import OperatorMetrics
+from modelrollout.operator.notify import KubeSecretReader, Notifier, Settings, load_defaults
 from modelrollout.operator.reconcile import Adapters, reconcile
 
 
@@ -39,6 +40,8 @@ class RunConfig:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     max_rollouts: int = 0
     max_rollouts_per_namespace: int = 0
+    notifications_file: str | None = None
+    notifications: Settings = field(default_factory=Settings)
 
 
 def plain(x: Any) -> Any:
@@ -71,11 +74,20 @@ def build_adapters(cfg: RunConfig) -> Adapters:
             )
         return sources[url]
 
+    events = KubeEventSink()
+    notifier = Notifier(
+        events=events,
+        secrets=KubeSecretReader(),
+        defaults=load_defaults(cfg.notifications_file) if cfg.notifications_file else (),
+        settings=cfg.notifications,
+        observe=cfg.metrics.observe_notification,
+    ).start()
     return Adapters(
         routers=routers(),
         source_for=source_for,
         status=KubeStatusWriter(),
-        events=KubeEventSink(),
+        events=events,
+        notifier=notifier,
         observe=cfg.metrics.observe,
         max_rollouts=cfg.max_rollouts or None,
         max_rollouts_per_namespace=cfg.max_rollouts_per_namespace or None,
@@ -114,6 +126,13 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
 
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        """A clean stop gives queued notifications a few seconds to go out."""
+        adapters = memo.get("adapters")
+        if adapters is not None and isinstance(adapters.notifier, Notifier):
+            adapters.notifier.close(timeout=5)
+
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
     def slots(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Slot]:
         """Every rollout's claim on a slot, for --max-concurrent-rollouts (kept by kopf)."""
@@ -140,5 +159,8 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             ) from exc
         meta = body.get("metadata") or {}
         cfg.metrics.forget(str(meta.get("namespace")), str(meta.get("name")))
+        notifier = memo["adapters"].notifier
+        if isinstance(notifier, Notifier):
+            notifier.forget(plain(body))
 
     return registry

@@ -66,6 +66,13 @@ class OperatorMetrics:
             ["namespace", "rollout", "reason"],
             registry=r,
         )
+        self.notifications = Counter(
+            "modelrollout_notifications_total",
+            "Notifications by receiver kind and outcome (delivered, retried: delivered after "
+            "a retry, failed, dropped: the queue was full).",
+            ["kind", "outcome"],
+            registry=r,
+        )
         self.rollback_seconds = Histogram(
             "modelrollout_breach_to_rollback_seconds",
             "From the first failed check of a streak to traffic back on stable.",
@@ -95,6 +102,9 @@ class OperatorMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+    def observe_notification(self, kind: str, outcome: str) -> None:
+        self.notifications.labels(kind, outcome).inc()
 
     def observe_query(self, seconds: float, failed: bool) -> None:
         self.query_seconds.observe(seconds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import GROUP
+from modelrollout.api.notifications import Notification
 from modelrollout.api.spec import ModelRolloutSpec, VersionRef
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
@@ -58,6 +59,19 @@ class EventSink(Protocol):
     def emit(self, body: dict[str, Any], event: Event) -> None: ...
 
 
+class NotificationSink(Protocol):
+    def submit(
+        self,
+        body: Mapping[str, Any],
+        receivers: Sequence[Notification] | None,
+        status: Mapping[str, Any],
+        events: Sequence[Event],
+        now: datetime,
+    ) -> None:
+        """Queue the decision's notices and return at once (never blocks a decision)."""
+        ...
+
+
 @dataclass
 class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
@@ -70,6 +84,7 @@ class Adapters:
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    notifier: NotificationSink | None = None
     max_rollouts: int | None = None
     """--max-concurrent-rollouts (None or 0: no limit)."""
     max_rollouts_per_namespace: int | None = None
@@ -230,6 +245,8 @@ def reconcile(
         adapters.status.patch_status(namespace, name, {"status": patch})
     for event in decision.events:
         adapters.events.emit(body, event)
+    if adapters.notifier is not None and decision.events:
+        adapters.notifier.submit(body, spec.notifications, decision.status, decision.events, now)
     if adapters.observe is not None:
         adapters.observe(body, decision, time.monotonic() - started)
     return decision
@@ -271,7 +288,21 @@ def _invalid(
     adapters.status.patch_status(
         meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
     )
-    adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
+    event = Event(EventType.WARNING, "InvalidSpec", message)
+    adapters.events.emit(body, event)
+    if adapters.notifier is not None:
+        adapters.notifier.submit(body, _receivers(body), new.dump(), [event], now)
+
+
+def _receivers(body: dict[str, Any]) -> list[Notification] | None:
+    """spec.notifications of a spec that fails as a whole, if that part can be read."""
+    raw = (body.get("spec") or {}).get("notifications")
+    if raw is None:
+        return None
+    try:
+        return [Notification.model_validate(n) for n in raw]
+    except (ValidationError, TypeError):
+        return None
 
 
 __all__ = ["REQUEST_ANNOTATION", "Adapters", "reconcile"]

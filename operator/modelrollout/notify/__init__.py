@@ -1,0 +1,2 @@
+"""Notifications of rollout decisions: what is sent, pure (``format``); the sending is
+:mod:`modelrollout.operator.notify`."""
