@@ -133,7 +133,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         if adapters is not None and isinstance(adapters.notifier, Notifier):
             adapters.notifier.close(timeout=5)
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="slots", registry=registry)
     def slots(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Slot]:
         """Every rollout's claim on a slot, for --max-concurrent-rollouts (kept by kopf)."""
         slot = summarize(plain(body))
