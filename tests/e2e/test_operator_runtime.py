@@ -50,6 +50,17 @@ def test_prometheus_scrapes_the_operator_and_sees_phase_and_weight_change(world:
             f'modelrollout_gate_verdicts_total{{{sel},verdict="Pass"}}'
         )
         assert verdicts, "gate verdicts are counted"
+        # and each gate's value and limit, stage by stage
+        latency = world.prometheus.query(
+            f'max_over_time(modelrollout_gate_value{{{sel},gate="p99-latency"}}[5m])'
+        )
+        assert latency, "the gate value gauge reached Prometheus"
+        assert 0 < float(latency[0]["value"][1]) < 0.25
+        limit = world.prometheus.query(
+            f'modelrollout_gate_limit{{{sel},gate="throughput",bound="min"}}'
+        )
+        assert limit, "the gate limit gauge reached Prometheus"
+        assert float(limit[0]["value"][1]) == 0.5
         queries = world.prometheus.query("modelrollout_prometheus_query_seconds_count")
         assert queries, "query latency is exported"
     finally:
