@@ -30,13 +30,13 @@ from typing import Any
 import pytest
 import yaml
 
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.cli.kube import (
     EXIT_FORBIDDEN,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
-    REQUEST_ANNOTATION,
 )
 from modelrollout.cli.main import main
 from modelrollout.devenv import LocalCluster, PrometheusServer

@@ -34,6 +34,11 @@ class Phase(StrEnum):
     FAILED = "Failed"
     """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
 
+    @property
+    def is_terminal(self) -> bool:
+        """The rollout has ended: only a new candidate (or a retry) moves it again."""
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
 
 class Stage(StrEnum):
     """The part of the strategy in progress."""
@@ -73,12 +78,22 @@ class GateResult(ApiModel):
 
     @property
     def limit_text(self) -> str:
-        parts = []
-        if self.min is not None:
-            parts.append(f">= {self.min:g}")
-        if self.max is not None:
-            parts.append(f"<= {self.max:g}")
-        return " and ".join(parts)
+        return limit_text(self.min, self.max)
+
+
+def limit_text(minimum: float | None, maximum: float | None) -> str:
+    """A gate's limits as every message and table shows them: ``>= 0.9 and <= 1``.
+
+    Empty when the gate has no limit (a drift or statistical gate may judge
+    otherwise). A function as well as :attr:`GateResult.limit_text`, so the CLI
+    can show a result it reads as a plain dict.
+    """
+    parts = []
+    if minimum is not None:
+        parts.append(f">= {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    return " and ".join(parts)
 
 
 class AnalysisRun(ApiModel):

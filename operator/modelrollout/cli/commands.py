@@ -28,7 +28,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import REQUEST_ANNOTATION, parse_duration
 from modelrollout.cli import render
 from modelrollout.cli.kube import (
     EXIT_FAILED,
@@ -39,7 +39,6 @@ from modelrollout.cli.kube import (
     EXIT_REFUSED,
     EXIT_ROLLED_BACK,
     EXIT_UNREACHABLE,
-    REQUEST_ANNOTATION,
     CliError,
     Kube,
 )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import format_ts, parse_duration
+from modelrollout.api.base import parse_ts as parse_ts  # analysis.ml_gates imports it from here
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (
@@ -43,24 +44,11 @@ from modelrollout.engine.types import (
 HISTORY_LIMIT = 50
 LEDGER_LIMIT = 20
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
-
 #: Pause reasons the engine clears by itself, and ones only a human clears.
 PAUSE_INCONCLUSIVE = "inconclusive"
 PAUSE_USER = "user"
 PAUSE_SPEC = "spec"
 PAUSE_GATE = "gate"
-
-
-def ts(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_ts(text: str | None) -> datetime | None:
-    """Timestamps are naive UTC inside the engine; the shell passes a naive UTC ``now``."""
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
 
 
 # ----------------------------------------------------------------------- planning
@@ -69,7 +57,7 @@ def parse_ts(text: str | None) -> datetime | None:
 def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
     """Is a check due, and of which gates? A pure function of the same inputs as decide."""
     gates = active_gates(spec, status)
-    if not gates or status.phase in TERMINAL or status.candidate_version is None:
+    if not gates or status.phase.is_terminal or status.candidate_version is None:
         return Plan(check_due=False)
     if status.candidate_version != spec.candidate.version:
         return Plan(check_due=False)  # a new candidate: start it first, measure later
@@ -121,7 +109,7 @@ class _Tick:
         s = self.s
         s.history.append(
             HistoryEntry(
-                at=ts(self.now),
+                at=format_ts(self.now),
                 phase=s.phase,
                 stage=s.stage or Stage.DONE,
                 step_index=s.step_index,
@@ -142,8 +130,8 @@ class _Tick:
         s = self.s
         s.stage = stage
         s.step_index = step_index
-        s.stage_started_at = ts(self.now)
-        s.step_started_at = ts(self.now)
+        s.stage_started_at = format_ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.consecutive_passes = 0
 
     def elapsed(self, since: str | None) -> float:
@@ -195,7 +183,7 @@ class _Tick:
         if previous and previous not in (spec.candidate.version, s.stable_version):
             self.retired = (previous,)
         s.candidate_version = spec.candidate.version
-        s.rollout_started_at = ts(self.now)
+        s.rollout_started_at = format_ts(self.now)
         s.consecutive_failures = 0
         s.consecutive_inconclusive = 0
         s.pause_reason = None
@@ -259,7 +247,7 @@ class _Tick:
         s, spec = self.s, self.spec
         verdict, counted = judge_check(results, spec.analysis.metrics)
         run = AnalysisRun(
-            at=ts(self.now),
+            at=format_ts(self.now),
             stage=s.stage or Stage.DONE,
             step_index=s.step_index,
             verdict=verdict,
@@ -268,7 +256,7 @@ class _Tick:
         s.last_analysis = run
         s.analysis_ledger.append(run)
         del s.analysis_ledger[:-LEDGER_LIMIT]
-        s.last_check_at = ts(self.now)
+        s.last_check_at = format_ts(self.now)
 
         if verdict == Verdict.PASS:
             s.consecutive_failures = 0
@@ -340,7 +328,7 @@ class _Tick:
             return
         s.handled_request = str(req)
         verb = req.verb
-        if s.phase in TERMINAL:
+        if s.phase.is_terminal:
             retryable = s.phase in (
                 Phase.ROLLED_BACK,
                 Phase.FAILED,
@@ -405,7 +393,7 @@ class _Tick:
     # -- progress --------------------------------------------------------------
 
     def moving(self) -> bool:
-        return self.s.phase not in TERMINAL and self.s.phase != Phase.PAUSED
+        return not self.s.phase.is_terminal and self.s.phase != Phase.PAUSED
 
     def advance(self) -> None:
         """Go through every stage that is ready, in order, within this one tick."""
@@ -495,7 +483,7 @@ class _Tick:
             self.record("WeightChanged", msg)
             self.event(EventType.NORMAL, "WeightChanged", msg)
         s.step_index = i + 1
-        s.step_started_at = ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.message = f"canary step {i + 1} of {len(self.spec.strategy.canary.steps)}"  # type: ignore[union-attr]
 
     def try_promote_canary(self) -> None:
@@ -534,7 +522,9 @@ class _Tick:
                 return
         self.enter_stage(Stage.POST_PROMOTION)
         self.set_traffic(100, 0)
-        s.scale_down_at = ts(self.now + timedelta(seconds=parse_duration(bg.scale_down_delay)))
+        s.scale_down_at = format_ts(
+            self.now + timedelta(seconds=parse_duration(bg.scale_down_delay))
+        )
         s.phase = Phase.PROMOTING
         s.message = (
             f"switched all traffic to {s.candidate_version}; {s.stable_version} stays warm "
@@ -644,7 +634,7 @@ def decide(
 
     if obs.deleting:
         t.set_traffic(0, 0)
-        if s.phase not in TERMINAL:
+        if not s.phase.is_terminal:
             t.event(
                 EventType.WARNING,
                 "Deleted",
@@ -654,7 +644,7 @@ def decide(
 
     if s.candidate_version != spec.candidate.version:
         if spec.candidate.version == s.stable_version:
-            if s.phase not in TERMINAL or s.candidate_version is None:
+            if not s.phase.is_terminal or s.candidate_version is None:
                 if s.candidate_version and s.candidate_version != s.stable_version:
                     t.retired = (s.candidate_version,)
                 s.candidate_version = spec.candidate.version
@@ -666,18 +656,18 @@ def decide(
             else:
                 s.candidate_version = spec.candidate.version
         else:
-            restarted = s.candidate_version is not None and s.phase not in TERMINAL
+            restarted = s.candidate_version is not None and not s.phase.is_terminal
             t.start_rollout("CandidateReplaced" if restarted else "RolloutStarted")
 
     t.handle_request(obs)
 
-    if s.phase not in TERMINAL:
+    if not s.phase.is_terminal:
         if spec.paused and s.pause_reason != PAUSE_SPEC:
             t.pause(PAUSE_SPEC, "paused by spec.paused")
         elif not spec.paused and s.pause_reason == PAUSE_SPEC:
             t.unpause("spec.paused was cleared")
 
-    if obs.analysis is not None and s.phase not in TERMINAL:
+    if obs.analysis is not None and not s.phase.is_terminal:
         t.take_check(obs.analysis)
 
     if s.pause_reason not in (PAUSE_SPEC, PAUSE_USER):

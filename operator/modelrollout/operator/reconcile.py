@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
-from modelrollout.api.base import GROUP
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec, VersionRef
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
@@ -44,7 +44,6 @@ from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import Names, RouteError, Router
 
-REQUEST_ANNOTATION = f"{GROUP}/request"
 log = logging.getLogger("modelrollout")
 
 
@@ -241,4 +240,4 @@ def _invalid(
     adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
 
 
-__all__ = ["REQUEST_ANNOTATION", "Adapters", "reconcile"]
+__all__ = ["Adapters", "reconcile"]
