@@ -147,8 +147,13 @@ class ModelRolloutStatus(ApiModel):
     consecutive_inconclusive: int = 0
     consecutive_passes: int = 0
     pause_reason: str | None = None
+    # A checkpoint is where a human must approve (``shadow:end``, ``canary:3``); in Python it
+    # is never called a gate, which is a metric check. The wire names (awaitingApproval,
+    # approvedGate) stay as they are: stored objects and older CLIs use them.
     awaiting_approval: str | None = None
-    approved_gate: str | None = None
+    """The checkpoint the rollout is paused at, waiting for a human to promote."""
+    approved_checkpoint: str | None = Field(default=None, alias="approvedGate")
+    """The checkpoint a human approved ahead of time; spent when the rollout passes it."""
     aborted: bool | None = None
     handled_request: str | None = None
     scale_down_at: str | None = None

@@ -44,11 +44,12 @@ from modelrollout.engine.types import (
 HISTORY_LIMIT = 50
 LEDGER_LIMIT = 20
 
-#: Pause reasons the engine clears by itself, and ones only a human clears.
+#: Pause reasons (``status.pauseReason``) the engine clears by itself, and ones only a
+#: human clears. A pause at an approval checkpoint keeps the wire value ``gate``.
 PAUSE_INCONCLUSIVE = "inconclusive"
 PAUSE_USER = "user"
 PAUSE_SPEC = "spec"
-PAUSE_GATE = "gate"
+PAUSE_APPROVAL = "gate"
 
 
 # ----------------------------------------------------------------------- planning
@@ -138,16 +139,16 @@ class _Tick:
         t = parse_ts(since)
         return 0.0 if t is None else (self.now - t).total_seconds()
 
-    def pause(self, kind: str, message: str, gate: str | None = None) -> None:
+    def pause(self, kind: str, message: str, checkpoint: str | None = None) -> None:
         s = self.s
-        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == gate:
+        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == checkpoint:
             return
         s.phase = Phase.PAUSED
         s.pause_reason = kind
-        s.awaiting_approval = gate
+        s.awaiting_approval = checkpoint
         s.message = message
         self.record("Paused", message)
-        # A pause that a human must look into (no data) is a warning; a planned gate is not.
+        # A pause that a human must look into (no data) is a warning; a planned checkpoint is not.
         kind_of = EventType.WARNING if kind == PAUSE_INCONCLUSIVE else EventType.NORMAL
         self.event(kind_of, "Paused", message)
 
@@ -168,10 +169,10 @@ class _Tick:
             return Phase.PROMOTING
         return Phase.PROGRESSING
 
-    def approved(self, gate: str) -> bool:
-        """A human gate passes once: the approval is spent when it is used."""
-        if self.s.approved_gate == gate:
-            self.s.approved_gate = None
+    def approved(self, checkpoint: str) -> bool:
+        """An approval checkpoint passes once: the approval is spent when it is used."""
+        if self.s.approved_checkpoint == checkpoint:
+            self.s.approved_checkpoint = None
             return True
         return False
 
@@ -188,7 +189,7 @@ class _Tick:
         s.consecutive_inconclusive = 0
         s.pause_reason = None
         s.awaiting_approval = None
-        s.approved_gate = None
+        s.approved_checkpoint = None
         s.aborted = None
         s.scale_down_at = None
         s.last_check_at = None
@@ -358,12 +359,12 @@ class _Tick:
                     "spec.paused is true: set it to false in the manifest to go on",
                 )
                 return
-            gate = s.awaiting_approval or _current_gate(self.spec, s)
-            s.approved_gate = gate
+            checkpoint = s.awaiting_approval or _current_checkpoint(self.spec, s)
+            s.approved_checkpoint = checkpoint
             if s.phase == Phase.PAUSED:
-                self.unpause(f"promoted past {gate} by a human")
+                self.unpause(f"promoted past {checkpoint} by a human")
             else:
-                self.event(EventType.NORMAL, "Approved", f"{gate} approved by a human")
+                self.event(EventType.NORMAL, "Approved", f"{checkpoint} approved by a human")
         elif verb == RequestVerb.PAUSE:
             if s.phase != Phase.PAUSED:
                 self.pause(PAUSE_USER, "paused by a human")
@@ -376,7 +377,7 @@ class _Tick:
                     "RequestIgnored",
                     "spec.paused is true: set it to false in the manifest to resume",
                 )
-            elif s.pause_reason == PAUSE_GATE:
+            elif s.pause_reason == PAUSE_APPROVAL:
                 self.event(
                     EventType.WARNING,
                     "RequestIgnored",
@@ -407,11 +408,11 @@ class _Tick:
             if self.s.stage == stage and self.moving():
                 step()
 
-    def gate(self, key: str, message: str) -> bool:
-        """A human gate: True when a human approved it, else pause at it."""
-        if self.approved(key):
+    def await_approval(self, checkpoint: str, message: str) -> bool:
+        """An approval checkpoint: True when a human approved it, else pause at it."""
+        if self.approved(checkpoint):
             return True
-        self.pause(PAUSE_GATE, message, gate=key)
+        self.pause(PAUSE_APPROVAL, message, checkpoint=checkpoint)
         return False
 
     def advance_shadow(self) -> None:
@@ -427,7 +428,7 @@ class _Tick:
             if spec.automation in (
                 Automation.AFTER_SHADOW,
                 Automation.EVERY_STEP,
-            ) and not self.gate(
+            ) and not self.await_approval(
                 "shadow:end", "shadow passed: waiting for a human to let live traffic in"
             ):
                 return
@@ -460,11 +461,13 @@ class _Tick:
         if step.set_weight is not None:
             raises = step.set_weight > s.weights.candidate
             if spec.automation == Automation.EVERY_STEP and raises:
-                return self.gate(key, f"waiting for approval to raise weight to {step.set_weight}%")
+                return self.await_approval(
+                    key, f"waiting for approval to raise weight to {step.set_weight}%"
+                )
             return True
         if step.pause is not None:
             if step.pause.duration is None:
-                return self.gate(key, f"human gate at step {i}: promote to go on")
+                return self.await_approval(key, f"human gate at step {i}: promote to go on")
             if self.approved(key):
                 return True
             return self.elapsed(s.step_started_at) >= parse_duration(step.pause.duration)
@@ -496,7 +499,7 @@ class _Tick:
         if spec.automation in (
             Automation.BEFORE_PROMOTION,
             Automation.EVERY_STEP,
-        ) and not self.gate(
+        ) and not self.await_approval(
             "canary:promotion", "all steps passed: waiting for approval to promote"
         ):
             return
@@ -516,7 +519,7 @@ class _Tick:
                 Automation.BEFORE_PROMOTION,
                 Automation.EVERY_STEP,
             )
-            if needs_human and not self.gate(
+            if needs_human and not self.await_approval(
                 "preview:promotion", "preview passed: waiting for approval to switch"
             ):
                 return
@@ -588,7 +591,7 @@ def _explain(r: GateResult) -> str:
     return f"gate {r.metric}: {value} ({limit})"
 
 
-def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
+def _current_checkpoint(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
     if s.stage == Stage.SHADOW:
         return "shadow:end"
     if s.stage == Stage.PREVIEW:
