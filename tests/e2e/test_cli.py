@@ -306,7 +306,7 @@ def test_list_shows_each_rollout_with_step_weight_and_worst_gate(
     assert running[:9] == [
         "running", "fraud-detector", "v1", "v2", "Progressing", "canary", "3/6", "20%", "0%",
     ]  # fmt: skip
-    assert "Fail p99-latency 0.62 (max 0.5)" in lines["running"]
+    assert "Fail p99-latency 0.62 (<= 0.5)" in lines["running"]
     assert lines["done"].split()[4:7] == ["Succeeded", "done", "6/6"]
     assert "RolledBack" in lines["back"]
     assert "Failed" in lines["broken"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-TERMINAL = {"Succeeded", "RolledBack", "Failed"}
+from modelrollout.cli.view import TERMINAL_PHASES
 
 
 def add_parsers(sub: Any) -> None:
@@ -180,7 +180,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     bad.set_faults("v2", latency_ms=400)
                     injected = True
                 phases = [(r.get("status") or {}).get("phase") for r in rows]
-                if len(rows) == 2 and all(p in TERMINAL for p in phases):
+                if len(rows) == 2 and all(p in TERMINAL_PHASES for p in phases):
                     break
                 time.sleep(1)
         del good

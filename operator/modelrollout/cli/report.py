@@ -6,7 +6,7 @@ report can be made after the fact, from a saved ``-o yaml``, with no
 Prometheus; ``--prometheus`` only adds the full-resolution series of each
 gate's query on top of the ledger's points.
 
-Building the timeline is pure (:func:`build_timeline`); drawing uses
+Building the timeline is pure (:func:`modelrollout.cli.view.build_timeline`); drawing uses
 matplotlib's object API with the Agg canvas, never ``pyplot``, so it needs
 no display and keeps no global figure state between reports.
 """
@@ -18,23 +18,23 @@ import html
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from modelrollout.cli.render import (
+from modelrollout.api.base import format_ts
+from modelrollout.cli.view import (
     Obj,
+    Timeline,
+    build_timeline,
+    dig,
     fmt_duration,
     fmt_value,
+    gate_limit,
     group_history,
-    limit_text,
-    name_of,
     namespace_of,
-    parse_time,
 )
 
-#: History reasons drawn as labelled vertical markers, and their colours.
+#: The colour of each kind of marker (:data:`modelrollout.cli.view.MARKER_REASONS`).
 MARKER_COLORS = {
     "RolloutStarted": "#444444",
     "CandidateReplaced": "#444444",
@@ -49,130 +49,6 @@ MARKER_COLORS = {
     "Aborted": "#d62728",
 }
 VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
-
-
-@dataclass(frozen=True)
-class Marker:
-    at: datetime
-    label: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class GatePoint:
-    at: datetime
-    value: float | None
-    verdict: str
-    min: float | None
-    max: float | None
-
-
-@dataclass
-class Timeline:
-    """What the report draws, already in plotting form."""
-
-    title: str
-    traffic: list[tuple[datetime, int, int]]
-    """(time, candidate weight %, mirror %) at each history entry."""
-    end: datetime
-    """Where the last traffic step ends: now while in progress, else the last entry."""
-    gates: dict[str, list[GatePoint]]
-    markers: list[Marker]
-    prometheus: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
-    """Each gate's query over the whole timeline, when ``--prometheus`` was given."""
-    prometheus_url: str | None = None
-
-
-def marker_label(entry: Obj, previous: Obj | None = None) -> str:
-    """``WeightChanged → 20% @ step 2``, ``RolledBack @ step 3``, ``ShadowPassed @ shadow``.
-
-    Where it happened is the step index when the entry has one (a rollback
-    keeps the step it stopped at); else the stage, or for entries recorded
-    after the stage was left (a rollback records stage ``done``), the stage of
-    the entry before.
-    """
-    reason = str(entry.get("reason", "?"))
-    label = reason
-    if reason == "WeightChanged":
-        label += f" → {entry.get('weight', 0)}%"
-    elif reason in ("RolloutStarted", "CandidateReplaced", "Retried") and entry.get(
-        "candidateVersion"
-    ):
-        label += f" {entry['candidateVersion']}"
-    step = entry.get("stepIndex")
-    stage = entry.get("stage")
-    if isinstance(step, int):
-        label += f" @ step {step}"
-    elif stage and stage != "done":
-        label += f" @ {stage}"
-    elif previous is not None and previous.get("stage") not in (None, "done"):
-        label += f" @ {previous['stage']}"
-    return label
-
-
-def build_timeline(obj: Obj, now: datetime) -> Timeline:
-    """The traffic steps, gate points and markers of a rollout, from its status alone."""
-    status = obj.get("status") or {}
-    history = [e for e in status.get("history") or [] if isinstance(e, Mapping)]
-    traffic: list[tuple[datetime, int, int]] = []
-    markers: list[Marker] = []
-    previous: Obj | None = None
-    for entry in history:
-        at = parse_time(entry.get("at"))
-        if at is None:
-            continue
-        traffic.append(
-            (at, int(entry.get("weight", 0) or 0), int(entry.get("mirrorPercent", 0) or 0))
-        )
-        if entry.get("reason") in MARKER_COLORS:
-            markers.append(
-                Marker(
-                    at,
-                    marker_label(entry, previous),
-                    str(entry["reason"]),
-                    str(entry.get("message") or ""),
-                )
-            )
-        previous = entry
-
-    gates: dict[str, list[GatePoint]] = {}
-    for run in status.get("analysisLedger") or []:
-        at = parse_time(_get(run, "at"))
-        if at is None:
-            continue
-        for r in _get(run, "results") or []:
-            if not isinstance(r, Mapping) or not r.get("metric"):
-                continue
-            value = r.get("value")
-            gates.setdefault(str(r["metric"]), []).append(
-                GatePoint(
-                    at,
-                    float(value) if isinstance(value, int | float) else None,
-                    str(r.get("verdict", "?")),
-                    _num(r.get("min")),
-                    _num(r.get("max")),
-                )
-            )
-
-    running = status.get("phase") not in ("Succeeded", "RolledBack", "Failed")
-    times = [t for t, _, _ in traffic] + [p.at for ps in gates.values() for p in ps]
-    end = max(times, default=now)
-    if running and traffic:
-        end = max(end, now)
-    title = f"ModelRollout {namespace_of(obj)}/{name_of(obj)}"
-    model = (obj.get("spec") or {}).get("model")
-    if model:
-        title += f" (model {model})"
-    return Timeline(title, traffic, end, gates, markers)
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- drawing
@@ -324,7 +200,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
     e = html.escape
-    candidate = status.get("candidateVersion") or _get(spec.get("candidate"), "version") or "?"
+    candidate = status.get("candidateVersion") or dig(spec.get("candidate"), "version") or "?"
     facts = [
         ("model", spec.get("model", "?")),
         ("phase", status.get("phase", "Pending")),
@@ -337,7 +213,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
         [r.started_at, r.candidate, r.outcome, fmt_duration(r.duration_seconds), r.reason]
         for r in group_history(status, now)
     ]
-    markers = [[m.at.strftime("%Y-%m-%dT%H:%M:%SZ"), m.label, m.message] for m in timeline.markers]
+    markers = [[format_ts(m.at), m.label, m.message] for m in timeline.markers]
     history = [
         [
             str(h.get("at", "")),
@@ -359,7 +235,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
             continue
         gates = "<br>".join(
             f"{e(str(r.get('metric', '?')))}: {e(fmt_value(r.get('value')))} "
-            f'({e(limit_text(r))}) <span class="{e(str(r.get("verdict", "")))}">'
+            f'({e(gate_limit(r))}) <span class="{e(str(r.get("verdict", "")))}">'
             f"{e(str(r.get('verdict', '?')))}</span>"
             + (f" - {e(str(r['reason']))}" if r.get("reason") else "")
             for r in run.get("results") or []
@@ -436,28 +312,6 @@ def write_report(
 # ------------------------------------------------------------------------ prometheus
 
 
-def parse_range_result(data: Any) -> list[list[tuple[datetime, float]]]:
-    """The series of a Prometheus range query (``matrix``), each as (time, value) points.
-
-    NaN and unparsable values are dropped: a gap in the line, not a zero.
-    """
-    if isinstance(data, Mapping):
-        data = data.get("result")
-    out = []
-    for series in data or []:
-        points = []
-        for pair in _get(series, "values") or []:
-            try:
-                t = datetime.fromtimestamp(float(pair[0]), tz=UTC)
-                v = float(pair[1])
-            except (TypeError, ValueError, IndexError):
-                continue
-            if math.isfinite(v):
-                points.append((t, v))
-        out.append(points)
-    return out
-
-
 def prometheus_series(
     obj: Obj, url: str, start: datetime, end: datetime, step_seconds: float | None = None
 ) -> tuple[dict[str, list[tuple[datetime, float]]], list[str]]:
@@ -467,9 +321,8 @@ def prometheus_series(
     versions, as the operator fills them; ``{{stage}}`` is left empty since
     a range spans several stages.
     """
-    from prometheus_api_client import PrometheusConnect
-
     from modelrollout.analysis.gates import GateContext, TemplateError, query_of, render
+    from modelrollout.analysis.source import PrometheusSource, SourceError
     from modelrollout.api.gates import MetricGate
 
     spec = obj.get("spec") or {}
@@ -479,18 +332,16 @@ def prometheus_series(
         model=str(spec.get("model", "")),
         namespace=namespace_of(obj),
         candidate_version=str(
-            status.get("candidateVersion") or _get(spec.get("candidate"), "version") or ""
+            status.get("candidateVersion") or dig(spec.get("candidate"), "version") or ""
         ),
-        stable_version=str(
-            status.get("stableVersion") or _get(spec.get("stable"), "version") or ""
-        ),
+        stable_version=str(status.get("stableVersion") or dig(spec.get("stable"), "version") or ""),
         interval=str(analysis.get("interval") or "1m"),
     )
     span = max((end - start).total_seconds(), 60.0)
     # Whole seconds: Prometheus reads "3.6s" as no duration at all. ~500 points: detailed,
     # and far under its 11,000-points-per-series limit.
     step = max(1, math.ceil(step_seconds or span / 500))
-    client = PrometheusConnect(url=url, disable_ssl=False)
+    source = PrometheusSource(url)
     out: dict[str, list[tuple[datetime, float]]] = {}
     warnings: list[str] = []
     for raw in analysis.get("metrics") or []:
@@ -498,20 +349,18 @@ def prometheus_series(
             gate = MetricGate.model_validate(raw)
             promql = render(query_of(gate), ctx.variables())
         except (ValueError, TemplateError) as exc:
-            warnings.append(f"gate {_get(raw, 'name')}: {str(exc).splitlines()[0]}")
+            warnings.append(f"gate {dig(raw, 'name')}: {str(exc).splitlines()[0]}")
             continue
         try:
-            data = client.custom_query_range(
-                query=promql,
-                start_time=start - timedelta(seconds=step),
-                end_time=end + timedelta(seconds=step),
-                step=f"{step}s",
+            series = source.series(
+                promql,
+                start=start - timedelta(seconds=step),
+                end=end + timedelta(seconds=step),
+                step=step,
             )
-        except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.append(f"gate {gate.name}: prometheus at {url}: {text[:200]}")
+        except SourceError as exc:
+            warnings.append(f"gate {gate.name}: {exc}")
             continue
-        series = parse_range_result(data)
         if len(series) > 1:
             warnings.append(f"gate {gate.name}: {len(series)} series returned; showing the first")
         if series and series[0]:
