@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelrollout.cli.view import TERMINAL_PHASES
+from modelrollout.api.status import Phase
+from modelrollout.cli import view
 
 
 def add_parsers(sub: Any) -> None:
@@ -114,19 +115,19 @@ def _table(rows: list[dict[str, Any]]) -> Any:
         gates = []
         for r in (st.get("lastAnalysis") or {}).get("results", []):
             value = "n/a" if r.get("value") is None else f"{r['value']:.3g}"
-            limit = " ".join(
-                f"{op}{r[k]:g}" for k, op in (("min", "≥"), ("max", "≤")) if r.get(k) is not None
-            )
+            limit = view.gate_limit(r, none="")
             gates.append(f"[{colour.get(r['verdict'], 'white')}]{r['metric']} {value} {limit}[/]")
-        phase = st.get("phase", "Pending")
-        style = {"Succeeded": "bold green", "RolledBack": "bold red", "Paused": "yellow"}.get(
-            phase, "cyan"
-        )
+        phase = st.get("phase", Phase.PENDING)
+        style = {
+            Phase.SUCCEEDED: "bold green",
+            Phase.ROLLED_BACK: "bold red",
+            Phase.PAUSED: "yellow",
+        }.get(phase, "cyan")
         spec = obj.get("spec") or {}
         versions = (
             f"{st.get('stableVersion', '?')} → {(spec.get('candidate') or {}).get('version')}"
         )
-        if phase == "Succeeded":
+        if phase == Phase.SUCCEEDED:
             versions = f"{st.get('stableVersion')} (promoted)"
         table.add_row(
             obj["metadata"]["name"],
@@ -180,7 +181,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     bad.set_faults("v2", latency_ms=400)
                     injected = True
                 phases = [(r.get("status") or {}).get("phase") for r in rows]
-                if len(rows) == 2 and all(p in TERMINAL_PHASES for p in phases):
+                if len(rows) == 2 and all(p in view.TERMINAL_PHASES for p in phases):
                     break
                 time.sleep(1)
         del good
@@ -191,8 +192,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for name, st in final.items():
             console.print(f"[bold]{name}[/]: {st.get('phase')} — {st.get('message', '')}")
         ok = (
-            final["fraud-detector"].get("phase") == "Succeeded"
-            and final["recommender"].get("phase") == "RolledBack"
+            final["fraud-detector"].get("phase") == Phase.SUCCEEDED
+            and final["recommender"].get("phase") == Phase.ROLLED_BACK
         )
         code = 0 if ok else 1
         if not ok:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from modelrollout.api.base import format_ts
+from modelrollout.api.status import Phase
 from modelrollout.cli.view import (
     Obj,
     Timeline,
@@ -203,7 +204,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     candidate = status.get("candidateVersion") or dig(spec.get("candidate"), "version") or "?"
     facts = [
         ("model", spec.get("model", "?")),
-        ("phase", status.get("phase", "Pending")),
+        ("phase", status.get("phase", Phase.PENDING)),
         ("stable", status.get("stableVersion") or "?"),
         ("candidate", candidate),
     ]

@@ -138,9 +138,9 @@ def _num(value: Any) -> float | None:
 # -------------------------------------------------------------------------- gates
 
 
-def gate_limit(result: Obj) -> str:
-    """A gate's limits as the operator writes them in Events: ``<= 0.5``; ``-`` for none."""
-    return limit_text(_num(result.get("min")), _num(result.get("max"))) or "-"
+def gate_limit(result: Obj, *, none: str = "-") -> str:
+    """A gate's limits as the operator writes them in Events: ``<= 0.5``; ``none`` for none."""
+    return limit_text(_num(result.get("min")), _num(result.get("max"))) or none
 
 
 def gate_margin(result: Obj) -> float:
