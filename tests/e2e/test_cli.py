@@ -39,7 +39,7 @@ from modelrollout.cli.kube import (
     REQUEST_ANNOTATION,
 )
 from modelrollout.cli.main import main
-from modelrollout.devenv import LocalCluster, PrometheusServer
+from modelrollout_devenv import LocalCluster, PrometheusServer
 from modelrollout.engine.types import Request, RequestVerb
 
 pytestmark = pytest.mark.e2e

@@ -64,10 +64,10 @@ from modelrollout.analysis.source import PrometheusSource
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import GateResult, ModelRolloutStatus, Phase, Verdict
-from modelrollout.devenv.procs import Supervisor, http_probe, wait_until
-from modelrollout.devenv.prometheus import PrometheusServer, Target
-from modelrollout.devenv.sim.model_server import FEATURE_BUCKETS
-from modelrollout.devenv.sim.traffic import Reply, Split, TrafficGenerator
+from modelrollout_devenv.procs import Supervisor, http_probe, wait_until
+from modelrollout_devenv.prometheus import PrometheusServer, Target
+from modelrollout_devenv.sim.model_server import FEATURE_BUCKETS
+from modelrollout_devenv.sim.traffic import Reply, Split, TrafficGenerator
 from modelrollout.engine import Observations, TrafficState, decide
 
 SCENARIOS = ("healthy", "latency", "errors", "drift")
@@ -413,7 +413,7 @@ def start_servers(spec: RunSpec, env: StudyEnv, sup: Supervisor, work: Path) -> 
         port_file = work / f"{version}.port"
         port_file.unlink(missing_ok=True)
         argv = [
-            sys.executable, "-m", "modelrollout.devenv.sim.model_server",
+            sys.executable, "-m", "modelrollout_devenv.sim.model_server",
             "--model", spec.model, "--version", version,
             "--port", "0", "--port-file", str(port_file),
             "--seed", str(spec.seed * 10 + i),

@@ -71,9 +71,9 @@ def _versions() -> dict[str, str]:
 
 
 def helm_path() -> Path:
-    """The pinned helm: via modelrollout.devenv when present, else the build cache."""
+    """The pinned helm: via modelrollout_devenv when present, else the build cache."""
     try:
-        from modelrollout.devenv.binaries import MissingBinary, find_binaries
+        from modelrollout_devenv.binaries import MissingBinary, find_binaries
     except ImportError:
         version = _versions().get("HELM_VERSION", "?")
         path = Path.home() / ".cache" / "modelrollout" / "bin" / f"helm-{version}" / "helm"

@@ -37,8 +37,8 @@ class Environment:
     """Everything the demo starts, stopped in reverse order whatever happens."""
 
     def __init__(self, work_dir: Path) -> None:
-        from modelrollout.devenv import LocalCluster, PrometheusServer
-        from modelrollout.devenv.stack import TargetRegistry
+        from modelrollout_devenv import LocalCluster, PrometheusServer
+        from modelrollout_devenv.stack import TargetRegistry
 
         self.work_dir = work_dir
         self.cluster = LocalCluster(work_dir / "cluster", with_nodes=True)
@@ -49,7 +49,7 @@ class Environment:
         self.operator: Any = None
 
     def start(self, say: Any) -> None:
-        from modelrollout.devenv.stack import OperatorProcess
+        from modelrollout_devenv.stack import OperatorProcess
 
         began = time.monotonic()
         self.cluster.start()
@@ -66,8 +66,8 @@ class Environment:
         say(f"operator running (metrics on 127.0.0.1:{self.operator.metrics_port})")
 
     def model(self, name: str, namespace: str, **kw: Any) -> Any:
-        from modelrollout.devenv import manifests as m
-        from modelrollout.devenv.stack import ModelStack
+        from modelrollout_devenv import manifests as m
+        from modelrollout_devenv.stack import ModelStack
 
         assert self.targets is not None
         for obj in m.model_objects(name, namespace):
@@ -145,8 +145,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from modelrollout.devenv import manifests as m
-    from modelrollout.devenv.binaries import MissingBinary
+    from modelrollout_devenv import manifests as m
+    from modelrollout_devenv.binaries import MissingBinary
 
     console = Console()
     work_dir = args.work_dir or Path(f"/tmp/modelrollout-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -211,8 +211,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from modelrollout.devenv import manifests as m
-    from modelrollout.devenv.binaries import MissingBinary
+    from modelrollout_devenv import manifests as m
+    from modelrollout_devenv.binaries import MissingBinary
 
     work_dir = args.work_dir or Path(f"/tmp/modelrollout-dev-{time.strftime('%Y%m%d-%H%M%S')}")
     env = Environment(work_dir)

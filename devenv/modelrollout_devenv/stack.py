@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelrollout.devenv.cluster import LocalCluster
-from modelrollout.devenv.procs import ManagedProcess, Supervisor, free_port, http_probe, wait_until
-from modelrollout.devenv.prometheus import PrometheusServer, Target
+from modelrollout_devenv.cluster import LocalCluster
+from modelrollout_devenv.procs import ManagedProcess, Supervisor, free_port, http_probe, wait_until
+from modelrollout_devenv.prometheus import PrometheusServer, Target
 
 
 class TargetRegistry:
@@ -117,7 +117,7 @@ class ModelStack:
             port_file.unlink(missing_ok=True)
             argv = [
                 *_python(),
-                "modelrollout.devenv.sim.model_server",
+                "modelrollout_devenv.sim.model_server",
                 "--model", self.model, "--version", version,
                 "--port", "0", "--port-file", str(port_file),
                 "--seed", str(self.seed * 100 + i),
@@ -143,7 +143,7 @@ class ModelStack:
         backends = {self.service(v): u for v, u in self.urls.items()}
         argv = [
             *_python(),
-            "modelrollout.devenv.sim.traffic",
+            "modelrollout_devenv.sim.traffic",
             "--kubeconfig", str(self.cluster.kubeconfig),
             "--namespace", self.namespace,
             "--router", self.router, "--route", self.route,

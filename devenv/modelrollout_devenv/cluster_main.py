@@ -1,7 +1,7 @@
-"""``python -m modelrollout.devenv``: run a local cluster until Ctrl-C.
+"""``python -m modelrollout_devenv``: run a local cluster until Ctrl-C.
 
 For poking at the local environment by hand (and for ``make demo``): starts a
-:class:`~modelrollout.devenv.cluster.LocalCluster`, optionally with kwok nodes
+:class:`~modelrollout_devenv.cluster.LocalCluster`, optionally with kwok nodes
 and the upstream CRDs, prints how to reach it, and stops everything on Ctrl-C
 or SIGTERM.
 """
@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from modelrollout.devenv.binaries import MissingBinary
-from modelrollout.devenv.cluster import LocalCluster
-from modelrollout.devenv.procs import ReadinessError
+from modelrollout_devenv.binaries import MissingBinary
+from modelrollout_devenv.cluster import LocalCluster
+from modelrollout_devenv.procs import ReadinessError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelrollout.devenv", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m modelrollout_devenv", description=__doc__)
     parser.add_argument("--work-dir", type=Path, help="kept after exit; reuse it for a warm start")
     parser.add_argument("--no-nodes", action="store_true", help="API server only (no kwok nodes)")
     parser.add_argument("--no-crds", action="store_true", help="skip Gateway API and Istio CRDs")
