@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import modelrollout
+import modelrollout_devenv as devenv_pkg
 from modelrollout_devenv.cluster import LocalCluster
 from modelrollout_devenv.procs import ManagedProcess, Supervisor, free_port, http_probe, wait_until
 from modelrollout_devenv.prometheus import PrometheusServer, Target
@@ -55,9 +57,20 @@ def _python() -> list[str]:
 
 
 def _env() -> dict[str, str]:
+    """The environment of the child processes: both packages importable, as they are here.
+
+    The children run ``-m modelrollout...`` and ``-m modelrollout_devenv...``;
+    with ``PYTHONPATH=operator:devenv`` (a clone, no install) they would find
+    neither from a work dir, so the folders this process imported them from
+    go first on the child's path (harmless when both are installed).
+    """
     env = dict(os.environ)
-    pkg_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    roots = dict.fromkeys(
+        str(Path(pkg.__file__ or "").resolve().parents[1]) for pkg in (modelrollout, devenv_pkg)
+    )
+    if env.get("PYTHONPATH"):
+        roots[env["PYTHONPATH"]] = None
+    env["PYTHONPATH"] = os.pathsep.join(roots)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -287,10 +287,10 @@ def test_late_labels_arrive_after_the_delay_and_skew_hurts_accuracy(
 
 def test_cli_writes_the_port_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
-    operator_dir = Path(ms.__file__).resolve().parents[3]
+    devenv_dir = Path(ms.__file__).resolve().parents[2]  # devenv/modelrollout_devenv/sim/
     env = {
         **os.environ,
-        "PYTHONPATH": f"{operator_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PYTHONPATH": f"{devenv_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     proc = subprocess.Popen(
         [
