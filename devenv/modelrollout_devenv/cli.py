@@ -32,6 +32,9 @@ from modelrollout_devenv.procs import ReadinessError
 
 TERMINAL = {"Succeeded", "RolledBack", "Failed"}
 
+#: The ModelRollout CRD, relative to the clone (``make crds`` writes it).
+CRD_FILE = Path("crds") / "modelrollout.io_modelrollouts.yaml"
+
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -62,14 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _crd_or_none() -> Path | None:
+    """The clone's CRD file, or None after saying why (before anything is started)."""
+    try:
+        return repo_root() / CRD_FILE
+    except RepoNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 class Environment:
     """Everything the demo starts, stopped in reverse order whatever happens."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, *, crd: Path) -> None:
         from modelrollout_devenv import PrometheusServer
         from modelrollout_devenv.stack import TargetRegistry
 
         self.work_dir = work_dir
+        self.crd = crd
         self.cluster = LocalCluster(work_dir / "cluster", with_nodes=True)
         self.prometheus = PrometheusServer(work_dir=work_dir / "prometheus")
         self.targets: TargetRegistry | None = None
@@ -83,8 +96,7 @@ class Environment:
         began = time.monotonic()
         self.cluster.start()
         self.cluster.install_upstream_crds()
-        crd = repo_root() / "crds" / "modelrollout.io_modelrollouts.yaml"
-        self.cluster.install_crds([crd])
+        self.cluster.install_crds([self.crd])
         say(f"cluster up at {self.cluster.server} ({time.monotonic() - began:.1f}s)")
         self.prometheus.start()
         self.targets = self._TargetRegistry(self.prometheus)
@@ -177,9 +189,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from modelrollout_devenv import manifests as m
 
     console = Console()
+    crd = _crd_or_none()
+    if crd is None:
+        return 2
     work_dir = args.work_dir or Path(f"/tmp/modelrollout-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    env = Environment(work_dir)
+    env = Environment(work_dir, crd=crd)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     ns = "demo"
     code = 1
@@ -241,8 +256,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     from modelrollout_devenv import manifests as m
 
+    crd = _crd_or_none()
+    if crd is None:
+        return 2
     work_dir = args.work_dir or Path(f"/tmp/modelrollout-dev-{time.strftime('%Y%m%d-%H%M%S')}")
-    env = Environment(work_dir)
+    env = Environment(work_dir, crd=crd)
     try:
         env.start(print)
         env.cluster.apply(m.namespace("demo"))

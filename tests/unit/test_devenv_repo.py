@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout_devenv import binaries
+from modelrollout_devenv import binaries, cli
 from modelrollout_devenv.binaries import MissingBinary, RepoNotFound, find_binaries, repo_root
 from modelrollout_devenv.cli import build_parser
 
@@ -86,6 +86,23 @@ def test_the_dev_cli_keeps_its_commands(command: str) -> None:
     args = build_parser().parse_args([command, "--work-dir", "/tmp/x"])
     assert callable(args.func)
     assert args.work_dir == Path("/tmp/x")
+
+
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_up_and_demo_outside_a_clone_stop_before_starting_anything(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def nothing_may_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the environment was started outside a clone")
+
+    monkeypatch.setattr(cli, "Environment", nothing_may_start)
+    assert cli.main([command, "--work-dir", str(tmp_path / "w")]) == 2
+    assert "cannot find the modelrollout clone" in capsys.readouterr().err
 
 
 def test_the_dev_package_runs_as_a_program() -> None:
