@@ -68,8 +68,7 @@ def _env() -> dict[str, str]:
     roots = dict.fromkeys(
         str(Path(pkg.__file__ or "").resolve().parents[1]) for pkg in (modelrollout, devenv_pkg)
     )
-    if env.get("PYTHONPATH"):
-        roots[env["PYTHONPATH"]] = None
+    roots.update(dict.fromkeys(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p))
     env["PYTHONPATH"] = os.pathsep.join(roots)
     env["PYTHONUNBUFFERED"] = "1"
     return env
