@@ -39,8 +39,8 @@ from modelrollout.cli.kube import (
     EXIT_UNREACHABLE,
 )
 from modelrollout.cli.main import main
-from modelrollout.devenv import LocalCluster, PrometheusServer
 from modelrollout.engine.types import Request, RequestVerb
+from modelrollout_devenv import LocalCluster, PrometheusServer
 
 pytestmark = pytest.mark.e2e
 

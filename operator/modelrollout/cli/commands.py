@@ -504,6 +504,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``report``: PNG and/or HTML from the object's own history and ledger."""
     from modelrollout.cli import report
 
+    report.require_matplotlib()
     kube = _kube(args)
     obj = kube.get(args.name)
     now = _now()

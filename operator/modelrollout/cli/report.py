@@ -9,6 +9,11 @@ gate's query on top of the ledger's points.
 Building the timeline is pure (:func:`modelrollout.cli.view.build_timeline`); drawing uses
 matplotlib's object API with the Agg canvas, never ``pyplot``, so it needs
 no display and keeps no global figure state between reports.
+
+matplotlib is an optional extra (``pip install 'modelrollout[report]'``): the
+operator and the other commands never draw, and it would add tens of megabytes
+to every install and to the image. :func:`require_matplotlib` says so before
+the command does any work.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from modelrollout.api.base import format_ts
 from modelrollout.api.status import Phase
+from modelrollout.cli.kube import EXIT_FAILED, CliError
 from modelrollout.cli.view import (
     Obj,
     Timeline,
@@ -53,6 +59,20 @@ VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e
 
 
 # --------------------------------------------------------------------------- drawing
+
+#: What ``report`` says when matplotlib is not installed.
+MISSING_MATPLOTLIB = (
+    "`report` draws with matplotlib, which is not installed: it is an optional extra. "
+    "Install it with `pip install 'modelrollout[report]'` (or `pip install matplotlib`)."
+)
+
+
+def require_matplotlib() -> None:
+    """Raise a :class:`CliError` (exit 2) saying how to install matplotlib when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise CliError(MISSING_MATPLOTLIB, EXIT_FAILED) from exc
 
 
 def png_bytes(timeline: Timeline) -> bytes:
