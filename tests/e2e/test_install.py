@@ -73,7 +73,7 @@ def install_chart_crds(cluster: LocalCluster) -> None:
 def render(cluster: LocalCluster, release: str, namespace: str, values: Obj) -> list[Obj]:
     cmd = [
         str(helm_path()), "template", release, str(CHART), "--namespace", namespace,
-        "--kube-version", cluster.version, "--values", "-",
+        "--values", "-",
     ]  # fmt: skip
     result = subprocess.run(
         cmd, input=json.dumps(values), capture_output=True, text=True, timeout=120, check=False

@@ -75,8 +75,9 @@ def helm_path() -> Path:
     try:
         from modelrollout.devenv.binaries import MissingBinary, find_binaries
     except ImportError:
-        version = _versions().get("HELM_VERSION", "?")
-        path = Path.home() / ".cache" / "modelrollout" / "bin" / f"helm-{version}" / "helm"
+        versions = _versions()
+        folder = f"helm-{versions.get('HELM_VERSION', '?')}-{versions.get('HELM_BUILD', '?')}"
+        path = Path.home() / ".cache" / "modelrollout" / "bin" / folder / "helm"
         if path.is_file():
             return path
         pytest.fail(f"helm not found at {path}: run `make binaries`", pytrace=False)
@@ -102,10 +103,10 @@ def _values_file(tmp_path: Path, values: Mapping[str, Any]) -> Path:
 
 
 def template_args(tmp_path: Path, values: Mapping[str, Any]) -> list[str]:
-    # The kube version helm assumes offline depends on how it was built; pin the tested one.
-    kube = _versions().get("KUBERNETES_VERSION", "v1.35.0")
+    # No --kube-version: a helm built as upstream builds it renders for a current
+    # Kubernetes offline, and so must ours (hack/build-binaries.sh sets its ldflags).
     return [
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube,
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
         "--values", str(_values_file(tmp_path, values)),
     ]  # fmt: skip
 
@@ -151,6 +152,32 @@ def parse_flags(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="modelrollout", exit_on_error=False)
     add_parsers(parser.add_subparsers())
     return parser.parse_args(["run", *args])
+
+
+# ------------------------------------------------------------------------- the helm build
+
+
+def test_the_pinned_helm_reports_its_release_and_renders_for_a_current_kubernetes(
+    tmp_path: Path,
+) -> None:
+    # Given the helm that hack/build-binaries.sh built from Go modules
+    versions = _versions()
+    # Then it says which release it is, as an official build does
+    shown = helm("version", "--template", "{{.Version}} {{.GitTreeState}}").stdout
+    assert shown == f"{versions['HELM_VERSION']} clean"
+    # and offline it assumes the Kubernetes of the client-go it was built with, not v1.20
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n"
+    )
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Version }}'}\n"
+    )
+    [cm] = [d for d in yaml.safe_load_all(helm("template", "p", str(chart)).stdout) if d]
+    major, minor = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", cm["data"]["kube"]).groups()  # type: ignore[union-attr]
+    assert (int(major), int(minor)) >= (1, 30), cm["data"]["kube"]
 
 
 # ------------------------------------------------------------------------------- lint
