@@ -235,6 +235,19 @@ DRY_RUN_VALUES: dict[str, Obj] = {
     },
     # The ServiceMonitor's CRD (prometheus-operator's) is not in the local cluster.
     "dashboard": {"grafanaDashboard": {"enabled": True}},
+    "prometheus-policy": {
+        "prometheus": {
+            "allowedAddresses": ["http://prometheus.team-a:9090"],
+            "credentials": [
+                {
+                    "address": "https://thanos.monitoring:10902",
+                    "bearerTokenSecret": {"name": "thanos", "key": "token"},
+                    "caBundle": {"configMap": "thanos-ca", "key": "ca.crt"},
+                }
+            ],
+        },
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["127.0.0.1/32"]}},
+    },
 }
 
 
