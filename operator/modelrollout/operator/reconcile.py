@@ -3,7 +3,10 @@
 This is the whole shell around the pure engine, free of kopf so it can be
 driven directly in tests. The order is fixed:
 
-1. parse the spec (a bad one becomes a Failed status with the reason);
+1. parse the spec (a bad one becomes a Failed status with the reason), and ask the
+   operator's Prometheus policy about the address it names: an address the
+   cluster admin did not allow is refused the same way, before any request is
+   made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
 3. run the gates if a check is due;
 4. ``engine.decide``;
@@ -25,6 +28,7 @@ from pydantic import ValidationError
 
 from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec
@@ -61,7 +65,9 @@ class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
 
     routers: dict[str, Router[Any]]
-    source_for: Callable[[str | None], MetricSource]
+    source_for: Callable[[str | None], MetricSource | Refused]
+    """The source for a rollout's ``analysis.prometheus.address`` (None: the default), or
+    the operator's refusal of that address, as a value."""
     status: StatusWriter
     events: EventSink
     clock: Callable[[], datetime] = field(
@@ -95,7 +101,7 @@ def _prior_versions(
 def reconcile(
     body: dict[str, Any], adapters: Adapters, *, deleting: bool = False
 ) -> Decision | None:
-    """One reconcile. Returns the decision (None when the spec cannot be read)."""
+    """One reconcile. Returns the decision (None when the spec is refused)."""
     started = time.monotonic()
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -109,6 +115,15 @@ def reconcile(
     except ValidationError as exc:
         _invalid(body, adapters, status, generation, now, _validation_message(exc))
         return None
+    source: MetricSource | None = None
+    if not deleting:
+        # Before anything else, so a refused address is never asked a thing. A deletion
+        # asks no one; it must still send traffic back to stable.
+        answer = adapters.source_for(spec.analysis.prometheus.address)
+        if isinstance(answer, Refused):
+            _invalid(body, adapters, status, generation, now, answer.message, answer.reason)
+            return None
+        source = answer
 
     router = adapters.routers[spec.traffic_routing.kind]
     stable, candidate = _prior_versions(spec, status)
@@ -122,7 +137,7 @@ def reconcile(
 
     results = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and not deleting:
+    if p.check_due and traffic_error is None and source is not None:
         ctx = GateContext(
             model=spec.model,
             namespace=namespace,
@@ -133,7 +148,6 @@ def reconcile(
             stage_seconds=stage_seconds(status, now),
             previous=previous_results(status),
         )
-        source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(list(p.gates), source, ctx)
 
     obs = Observations(
@@ -192,8 +206,14 @@ def _invalid(
     generation: int,
     now: datetime,
     message: str,
+    reason: str = "InvalidSpec",
 ) -> None:
-    """A spec the models refuse: Failed, with the reason where the user looks."""
+    """A spec the operator refuses: Failed, with the reason where the user looks.
+
+    The Event and the Ready/Stalled conditions carry ``reason`` (``InvalidSpec``,
+    ``PrometheusNotAllowed``), so tools tell a typo from a policy refusal. Traffic is
+    not touched: what the route holds stays; a fixed spec (or ``retry``) goes on.
+    """
     if status.phase == Phase.FAILED and status.message == message:
         return
     new = status.model_copy(deep=True)
@@ -201,12 +221,15 @@ def _invalid(
     new.message = message
     new.observed_generation = generation
     set_conditions(new, Observations(generation=generation), now, drift=False)
+    for cond in new.conditions:
+        if cond.type in ("Ready", "Stalled"):
+            cond.reason = reason
     raw = body.get("status") or {}
     meta = body["metadata"]
     adapters.status.patch_status(
         meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
     )
-    adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
+    adapters.events.emit(body, Event(EventType.WARNING, reason, message))
 
 
 __all__ = ["Adapters", "reconcile"]
