@@ -185,23 +185,34 @@ def test_status_timestamps_are_utc_to_the_second(moment: datetime, text: str) ->
 # ------------------------------------------------------------------------ prometheus
 
 
+class FakeAnswer:
+    status_code = 200
+
+    def json(self) -> dict[str, Any]:
+        series = [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
+        return {"status": "success", "data": {"resultType": "matrix", "result": series}}
+
+
 class FakeClient:
-    """Answers a range query with one series, or fails as a down Prometheus does."""
+    """The HTTP session: answers a range query with one series, or fails as a down
+    Prometheus does (connection refused)."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.asked: list[dict[str, Any]] = []
 
-    def custom_query_range(self, **kwargs: Any) -> list[dict[str, Any]]:
-        self.asked.append(kwargs)
+    def get(self, url: str, *, params: dict[str, str], **_: Any) -> FakeAnswer:
+        self.asked.append(params)
         if self.fail:
-            raise ConnectionError("Connection refused")
-        return [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
+            import requests
+
+            raise requests.ConnectionError("[Errno 111] Connection refused")
+        return FakeAnswer()
 
 
 def test_a_range_series_keeps_its_times_and_drops_nan() -> None:
     src = source.PrometheusSource("http://prometheus.test:9090")
-    src._client = FakeClient()
+    src._session = FakeClient()  # type: ignore[assignment]
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
     (series,) = src.series("up", start=start, end=NOW, step=15)
     assert series == [(start, 0.25)]
@@ -215,7 +226,7 @@ def test_the_report_warns_per_gate_when_prometheus_is_down(
 
     def init(self: source.PrometheusSource, url: str, **kw: Any) -> None:
         real_init(self, url, **kw)
-        self._client = client
+        self._session = client
 
     monkeypatch.setattr(source.PrometheusSource, "__init__", init)
     obj = rollout()
@@ -223,5 +234,5 @@ def test_the_report_warns_per_gate_when_prometheus_is_down(
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
     series, warnings = report.prometheus_series(obj, "http://prometheus.test:9090", start, NOW)
     assert series == {}
-    assert warnings == ["gate p99: prometheus at http://prometheus.test:9090: Connection refused"]
+    assert warnings == ["gate p99: prometheus at http://prometheus.test:9090: connection refused"]
     assert client.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes
