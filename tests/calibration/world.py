@@ -152,7 +152,7 @@ class WorldConfig:
     stable_ratio: float = 3.0
     pods: tuple[int, int] = (3, 5)
     """Pods per version: drawn uniformly between the two, inclusive."""
-    pod_latency_sigma: float = 0.05
+    pod_latency_sigma: float = 0.03
     pod_error_sigma: float = 0.3
     diurnal_load: float = 0.3
     """Relative amplitude of the daily load cycle."""

@@ -12,6 +12,11 @@ crosses ``1/alpha`` with probability at most ``alpha``, ever. For a parameter ``
 each CS here is ``{theta : M_n(theta) < 1/alpha}`` for a *mixture* martingale (Robbins
 1970): the likelihood of the data averaged over a prior on the parameter, divided by the
 likelihood at ``theta``. Under the truth that ratio is a martingale of mean 1.
+Testing on request counts (errors, bucket counts, category counts) rather than on
+per-interval summaries follows Lindon, Sanden and Shirikian, "Rapid regression detection
+in software deployments through sequential testing" (KDD 2022); the mixture likelihood
+ratio for a difference is the mSPRT of Johari, Pekelis and Walsh, "Always valid
+inference" (2017).
 
 Pure: numbers in, numbers out; numpy and scipy only. The functions that the simulation
 calls many times take arrays (``*_many``); the scalar versions wrap them.
@@ -174,7 +179,7 @@ def binomial_cs(x: float, n: float, alpha: float, *, prior: Prior = DEFAULT_BETA
         M_n(p) = B(x + a, n - x + b) / B(a, b) / (p^x (1 - p)^(n - x)),
 
     a nonnegative martingale of mean 1 when ``p`` is the truth (Howard et al. 2021,
-    section 3.2, conjugate mixtures), so ``{p : M_n(p) < 1/alpha}`` misses the truth at
+    conjugate mixtures), so ``{p : M_n(p) < 1/alpha}`` misses the truth at
     some ``n`` with probability at most ``alpha`` (Ville). ``log M_n`` is convex in ``p``
     and at most 0 at ``p = x/n`` (a mixture is never above the best fit), so the set is
     an interval that holds ``x/n``; its ends are found by bisection on each side, the
@@ -285,13 +290,18 @@ def normal_mixture_cs(estimate: float, variance: float, alpha: float, *, tau: fl
 
         r = sqrt( 2 V (V + tau^2) / tau^2 * ( log(1/alpha) + 1/2 log((V + tau^2) / V) ) ),
 
-    so the CS is ``est +- r`` (Howard et al. 2021, eq. (14) with rho = tau^2, in the
-    units of the estimate rather than of the sum). Exact for Gaussian increments with
-    known variance; with a plug-in variance it holds asymptotically (Waudby-Smith et al.,
-    "Time-uniform central limit theory", 2021), which is why callers floor the variance
-    (see ``proportion_difference``). ``tau`` is the mixing scale: set it to the margin of
-    the test, the smallest effect worth catching; the CS is tightest when ``V`` is near
-    ``tau^2 / (2 log(1/alpha))``. Zero or non-finite variance: ``(-inf, inf)``.
+    so the CS is ``est +- r`` (Howard et al. 2021, the normal-mixture boundary with
+    rho = tau^2, written in the units of the estimate rather than of the sum). Exact for
+    Gaussian increments with known variance; with a plug-in variance it holds
+    asymptotically (Waudby-Smith et al., "Time-uniform central limit theory", 2021),
+    which is why callers floor the variance (see ``proportion_difference``). ``tau`` is
+    the mixing scale, in the units of the estimate: set it to the margin of the test, the
+    smallest effect worth catching, as ``stats.msprt_update`` does. Zero or non-finite
+    variance: ``(-inf, inf)``.
+
+    For a comparison, judge the harm (the difference signed so that positive is worse)
+    with ``judge_upper_limit(cs, tau)``: good when harm <= tau is shown, bad when harm >
+    tau is shown, the same three-way rule as every other gate.
     """
     _check_alpha(alpha)
     if not (math.isfinite(tau) and tau > 0):
@@ -606,6 +616,10 @@ def homogeneity_e_value(
     holds when the reference is a fixed baseline window: a martingale stopped early).
     Sequence likelihoods: the multinomial coefficients cancel. ``concentration`` is the
     Dirichlet's ``beta`` (1/2: Jeffreys). Returns ``inf`` on overflow; no data gives 1.
+
+    It is conservative: with no difference ``log E`` drifts down by about
+    ``(k - 1)/2 log n`` per side (the price of fitting k shares twice), so it rejects
+    only a clear difference. It shows "different", never "within a margin".
     """
     log_e = float(homogeneity_log_e_many(reference, candidate, concentration=concentration)[0])
     return math.inf if log_e > 700 else math.exp(log_e)
