@@ -23,8 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import previous_results, stage_seconds
+from modelrollout.analysis.gates import context_for, evaluate
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import GROUP
 from modelrollout.api.spec import ModelRolloutSpec, VersionRef
@@ -157,16 +156,7 @@ def reconcile(
     results = None
     p = plan(spec, status, now)
     if p.check_due and traffic_error is None and not deleting:
-        ctx = GateContext(
-            model=spec.model,
-            namespace=namespace,
-            candidate_version=p.candidate_version or "",
-            stable_version=p.stable_version or "",
-            interval=spec.analysis.interval,
-            stage=p.stage or "",
-            stage_seconds=stage_seconds(status, now),
-            previous=previous_results(status),
-        )
+        ctx = context_for(spec, status, namespace=namespace, now=now)
         source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(list(p.gates), source, ctx)
 
