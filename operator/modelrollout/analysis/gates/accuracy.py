@@ -8,19 +8,7 @@ from __future__ import annotations
 import math
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import (
-    VERSION_TEMPLATE,
-    GateContext,
-    Limits,
-    Plot,
-    Series,
-    gate_result,
-    guarded,
-    render,
-    scalar,
-    since_stage,
-    version_selector,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import AccuracyGate, MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -31,12 +19,12 @@ def _spec(gate: MetricGate) -> AccuracyGate:
     return gate.accuracy
 
 
-def limits(gate: MetricGate) -> Limits:
+def limits(gate: MetricGate) -> common.Limits:
     return -_spec(gate).max_drop, None
 
 
-def window(gate: MetricGate, ctx: GateContext) -> str:
-    return since_stage(ctx, _spec(gate).window)
+def window(gate: MetricGate, ctx: common.GateContext) -> str:
+    return common.since_stage(ctx, _spec(gate).window)
 
 
 def newcombe_difference(
@@ -76,7 +64,7 @@ def judge_accuracy(
     x1, x2 = min(max(0.0, x1), n1), min(max(0.0, x2), n2)
     samples = min(n1, n2)
     if samples < opts.min_labels:
-        return gate_result(
+        return common.gate_result(
             name,
             Verdict.INCONCLUSIVE,
             reason=f"waiting for labels: candidate {n1:.0f}, stable {n2:.0f} "
@@ -100,7 +88,7 @@ def judge_accuracy(
     else:
         verdict = Verdict.INCONCLUSIVE
         reason += ": not yet shown to be within it (more labels needed)"
-    return gate_result(
+    return common.gate_result(
         name,
         verdict,
         value=lo,
@@ -111,14 +99,14 @@ def judge_accuracy(
     )
 
 
-@guarded(limits)
-def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+@common.guarded(limits)
+def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     a = _spec(gate)
-    win = since_stage(ctx, a.window)
+    win = common.since_stage(ctx, a.window)
 
     def read(metric: str, role: str, absent: float | None) -> float:
-        promql = f"sum(increase({metric}{version_selector(ctx, role)}[{win}]))"
-        return scalar(source, promql, f"{metric} of {role}", absent)
+        promql = f"sum(increase({metric}{common.version_selector(ctx, role)}[{win}]))"
+        return common.scalar(source, promql, f"{metric} of {role}", absent)
 
     # No labelled series is no data (counted); zero labels so far is gathering evidence.
     candidate = (read(a.correct, "candidate", 0.0), read(a.labelled, "candidate", None))
@@ -126,19 +114,19 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
     return judge_accuracy(gate.name, candidate, stable, a)
 
 
-def queries(gate: MetricGate, ctx: GateContext) -> Plot:
+def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
     """Candidate minus stable accuracy over each interval: the point the bound sits under."""
     a = _spec(gate)
 
     def accuracy(role: str) -> str:
         template = (
-            f"sum(rate({a.correct}{VERSION_TEMPLATE}[{{{{interval}}}}])) / "
-            f"sum(rate({a.labelled}{VERSION_TEMPLATE}[{{{{interval}}}}]))"
+            f"sum(rate({a.correct}{common.VERSION_TEMPLATE}[{{{{interval}}}}])) / "
+            f"sum(rate({a.labelled}{common.VERSION_TEMPLATE}[{{{{interval}}}}]))"
         )
-        return render(template, ctx.variables(role))
+        return common.render(template, ctx.variables(role))
 
     promql = f"({accuracy('candidate')}) - ({accuracy('stable')})"
-    return Plot((Series("accuracy difference", promql),))
+    return common.Plot((common.Series("accuracy difference", promql),))
 
 
 def limit_text(gate: MetricGate) -> str:

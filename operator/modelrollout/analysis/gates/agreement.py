@@ -6,23 +6,7 @@
 from __future__ import annotations
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import (
-    GateContext,
-    Limits,
-    NoVerdict,
-    Plot,
-    Series,
-    ask,
-    categories,
-    gate_result,
-    guarded,
-    min_max_text,
-    own_limits,
-    scalar,
-    selector,
-    window_or_interval,
-    within,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import AgreementGate, MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -33,11 +17,11 @@ def _spec(gate: MetricGate) -> AgreementGate:
     return gate.agreement
 
 
-limits = own_limits
+limits = common.own_limits
 
 
-def window(gate: MetricGate, ctx: GateContext) -> str:
-    return window_or_interval(ctx, _spec(gate).window)
+def window(gate: MetricGate, ctx: common.GateContext) -> str:
+    return common.window_or_interval(ctx, _spec(gate).window)
 
 
 def judge_agreement(
@@ -46,7 +30,7 @@ def judge_agreement(
     disagree: float,
     unpaired: float,
     opts: AgreementGate,
-    limits: Limits,
+    limits: common.Limits,
 ) -> GateResult:
     """The verdict on shadow pair counts (pure): the value is the Wilson lower bound."""
     a = stats.agreement(
@@ -61,7 +45,7 @@ def judge_agreement(
         # Only "too few pairs" is gathering evidence (samples/needed); too many unpaired
         # requests will not get better by waiting.
         gathering = (a.reason or "").startswith("not enough samples")
-        return gate_result(
+        return common.gate_result(
             name,
             Verdict.INCONCLUSIVE,
             reason=f"{a.reason} ({agree:.0f} agree, {disagree:.0f} disagree, "
@@ -75,9 +59,9 @@ def judge_agreement(
         f"{opts.confidence:.0%} interval [{a.lower:.4f}, {a.upper:.4f}], "
         f"unpaired {a.unpaired_fraction or 0:.1%}"
     )
-    return gate_result(
+    return common.gate_result(
         name,
-        within(a.lower, limits),
+        common.within(a.lower, limits),
         value=a.lower,
         reason=reason,
         limits=limits,
@@ -86,21 +70,21 @@ def judge_agreement(
     )
 
 
-def _selectors(ctx: GateContext) -> tuple[str, str]:
+def _selectors(ctx: common.GateContext) -> tuple[str, str]:
     """(the pairs of the two versions, the candidate's requests without a partner)."""
-    pair = selector(
+    pair = common.selector(
         {
             "model": ctx.model,
             "stable_version": ctx.stable_version,
             "candidate_version": ctx.candidate_version,
         }
     )
-    return pair, selector({"model": ctx.model, "candidate_version": ctx.candidate_version})
+    return pair, common.selector({"model": ctx.model, "candidate_version": ctx.candidate_version})
 
 
-def agreement_queries(a: AgreementGate, ctx: GateContext) -> tuple[str, str]:
+def agreement_queries(a: AgreementGate, ctx: common.GateContext) -> tuple[str, str]:
     """(comparisons by result, unpaired) PromQL of an agreement gate."""
-    win = window_or_interval(ctx, a.window)
+    win = common.window_or_interval(ctx, a.window)
     pair, alone = _selectors(ctx)
     return (
         f"sum by (result) (increase({a.comparisons}{pair}[{win}]))",
@@ -108,29 +92,34 @@ def agreement_queries(a: AgreementGate, ctx: GateContext) -> tuple[str, str]:
     )
 
 
-@guarded()
-def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+@common.guarded()
+def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     a = _spec(gate)
     comparisons_q, unpaired_q = agreement_queries(a, ctx)
-    by_result = categories(ask(source, comparisons_q), "result", "comparisons")
+    by_result = common.categories(common.ask(source, comparisons_q), "result", "comparisons")
     if not by_result:
-        raise NoVerdict(
+        raise common.NoVerdict(
             f"no shadow comparisons of {ctx.candidate_version} with {ctx.stable_version}: "
             "is the candidate mirrored, and does the shadow comparer run?"
         )
-    unpaired = scalar(source, unpaired_q, "unpaired requests", default=0.0)
+    unpaired = common.scalar(source, unpaired_q, "unpaired requests", default=0.0)
     agree, disagree = by_result.get("agree", 0.0), by_result.get("disagree", 0.0)
     return judge_agreement(
-        gate.name, max(0.0, agree), max(0.0, disagree), max(0.0, unpaired), a, own_limits(gate)
+        gate.name,
+        max(0.0, agree),
+        max(0.0, disagree),
+        max(0.0, unpaired),
+        a,
+        common.own_limits(gate),
     )
 
 
-def queries(gate: MetricGate, ctx: GateContext) -> Plot:
+def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
     """The share of pairs that agree over each window (the point estimate, not its bound)."""
     a = _spec(gate)
-    win = window_or_interval(ctx, a.window)
+    win = common.window_or_interval(ctx, a.window)
     pair, _ = _selectors(ctx)
-    agreed = selector(
+    agreed = common.selector(
         {
             "model": ctx.model,
             "stable_version": ctx.stable_version,
@@ -142,9 +131,9 @@ def queries(gate: MetricGate, ctx: GateContext) -> Plot:
         f"sum(increase({a.comparisons}{agreed}[{win}])) / "
         f"sum(increase({a.comparisons}{pair}[{win}]))"
     )
-    return Plot((Series("agreement rate", promql),))
+    return common.Plot((common.Series("agreement rate", promql),))
 
 
 def limit_text(gate: MetricGate) -> str:
     a = _spec(gate)
-    return f"{a.confidence:.0%} lower bound {min_max_text(own_limits(gate))}"
+    return f"{a.confidence:.0%} lower bound {common.min_max_text(common.own_limits(gate))}"

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from modelrollout.analysis import stats
 from modelrollout.analysis.source import MetricSource, Sample, SourceError
@@ -372,16 +373,6 @@ def threshold(
     )
 
 
-def threshold_evaluator(template: Callable[[MetricGate], str]) -> Evaluator:
-    """The evaluator of a kind whose value is one PromQL template of the candidate."""
-
-    @guarded()
-    def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
-        return threshold(gate, template(gate), source, ctx)
-
-    return evaluate
-
-
 # ----------------------------------------------------------------------- report
 
 
@@ -419,12 +410,34 @@ def per_version(
     return tuple(out)
 
 
-def version_queries(
-    template: Callable[[MetricGate], str],
-) -> Callable[[MetricGate, GateContext], Plot]:
-    """``queries`` of a kind whose value is one template: the value, for each version."""
+class ThresholdKind(NamedTuple):
+    """The five names of a kind whose value is one PromQL template of the candidate."""
+
+    window: Callable[[MetricGate, GateContext], str]
+    limits: LimitsOf
+    evaluate: Evaluator
+    queries: Callable[[MetricGate, GateContext], Plot]
+    limit_text: Callable[[MetricGate], str]
+
+
+def threshold_kind(
+    template: Callable[[MetricGate], str], measure: str | Callable[[MetricGate], str] = ""
+) -> ThresholdKind:
+    """A kind that reads ``template`` for the candidate and holds it to min and max.
+
+    It measures over the analysis interval; ``report`` draws the template for each
+    version; ``measure`` names the value in the limit text (``p99``, ``requests/s``).
+    """
+
+    @guarded()
+    def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+        return threshold(gate, template(gate), source, ctx)
 
     def queries(gate: MetricGate, ctx: GateContext) -> Plot:
         return Plot(per_version(template(gate), ctx))
 
-    return queries
+    def limit_text(gate: MetricGate) -> str:
+        name = measure if isinstance(measure, str) else measure(gate)
+        return f"{name} {min_max_text(own_limits(gate))}".strip()
+
+    return ThresholdKind(interval_window, own_limits, evaluate, queries, limit_text)

@@ -10,21 +10,7 @@ from __future__ import annotations
 import re
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import (
-    VERSION_TEMPLATE,
-    GateContext,
-    Limits,
-    NoVerdict,
-    Plot,
-    gate_result,
-    guarded,
-    per_version,
-    promql_duration,
-    render,
-    scalar,
-    since_stage,
-    version_selector,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.gates.steps import describe, mann_whitney, variables
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import METRIC_NAME_PATTERN, CompareGate, MetricGate
@@ -38,20 +24,22 @@ def _spec(gate: MetricGate) -> CompareGate:
     return gate.compare
 
 
-def limits(gate: MetricGate) -> Limits:
+def limits(gate: MetricGate) -> common.Limits:
     """mSPRT: its alpha is the least p-value that passes; Mann-Whitney: no number."""
     c = _spec(gate)
     return (c.alpha, None) if c.mode == "msprt" else (None, None)
 
 
-def window(gate: MetricGate, ctx: GateContext) -> str:
-    return since_stage(ctx, _spec(gate).window)
+def window(gate: MetricGate, ctx: common.GateContext) -> str:
+    return common.since_stage(ctx, _spec(gate).window)
 
 
 # ----------------------------------------------------------------------- Mann-Whitney
 
 
-def _evaluate_mann_whitney(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+def _evaluate_mann_whitney(
+    gate: MetricGate, source: MetricSource, ctx: common.GateContext
+) -> GateResult:
     c = _spec(gate)
     assert c.query is not None
     result = mann_whitney(
@@ -62,15 +50,15 @@ def _evaluate_mann_whitney(gate: MetricGate, source: MetricSource, ctx: GateCont
         confidence=c.confidence,
         effect_tolerance=c.effect_tolerance,
         min_points=c.min_points,
-        window=since_stage(ctx, c.window),
+        window=common.since_stage(ctx, c.window),
         step=c.step,
     )
     samples = min(result.n_control, result.n_experiment)
     if result.classification == "NoData":
         if samples == 0:
-            raise NoVerdict(f"no data: {describe(result)}")
-        raise NoVerdict(describe(result), samples=samples, needed=c.min_points)
-    return gate_result(
+            raise common.NoVerdict(f"no data: {describe(result)}")
+        raise common.NoVerdict(describe(result), samples=samples, needed=c.min_points)
+    return common.gate_result(
         gate.name,
         Verdict.FAIL if result.failed else Verdict.PASS,
         value=result.hodges_lehmann,
@@ -84,14 +72,14 @@ def _evaluate_mann_whitney(gate: MetricGate, source: MetricSource, ctx: GateCont
 # ----------------------------------------------------------------------- mSPRT
 
 
-def _counter(expr: str, ctx: GateContext, role: str, window: str) -> str:
+def _counter(expr: str, ctx: common.GateContext, role: str, window: str) -> str:
     """A bare counter name becomes ``sum(increase(name{model,version}[window]))``."""
     if _BARE_METRIC.fullmatch(expr):
-        return f"sum(increase({expr}{version_selector(ctx, role)}[{window}]))"
-    return render(expr, variables(ctx, role, window=window))
+        return f"sum(increase({expr}{common.version_selector(ctx, role)}[{window}]))"
+    return common.render(expr, variables(ctx, role, window=window))
 
 
-def _previous_p(gate: MetricGate, ctx: GateContext) -> float | None:
+def _previous_p(gate: MetricGate, ctx: common.GateContext) -> float | None:
     for r in ctx.previous:
         if r.metric == gate.name and r.value is not None and 0.0 <= r.value <= 1.0:
             return r.value
@@ -99,11 +87,11 @@ def _previous_p(gate: MetricGate, ctx: GateContext) -> float | None:
 
 
 def _summary(
-    c: CompareGate, source: MetricSource, ctx: GateContext, role: str, window: str
+    c: CompareGate, source: MetricSource, ctx: common.GateContext, role: str, window: str
 ) -> stats.Summary:
     def read(expr: str | None, what: str, absent: float | None = 0.0) -> float:
         assert expr is not None
-        return scalar(source, _counter(expr, ctx, role, window), f"{what} of {role}", absent)
+        return common.scalar(source, _counter(expr, ctx, role, window), f"{what} of {role}", absent)
 
     # No series of trials (or count) is no data; events absent are none yet.
     if c.successes is not None:
@@ -117,15 +105,15 @@ def _summary(
     )
 
 
-def _evaluate_msprt(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+def _evaluate_msprt(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     c = _spec(gate)
     assert c.tau is not None
     previous = _previous_p(gate, ctx)
-    window = since_stage(ctx, None)
+    window = common.since_stage(ctx, None)
     try:
         control = _summary(c, source, ctx, "stable", window)
         experiment = _summary(c, source, ctx, "candidate", window)
-    except NoVerdict as exc:
+    except common.NoVerdict as exc:
         exc.value = previous  # the state survives a failed look
         raise
     r = stats.msprt_update(
@@ -159,7 +147,7 @@ def _evaluate_msprt(gate: MetricGate, source: MetricSource, ctx: GateContext) ->
         verdict = Verdict.INCONCLUSIVE
     else:
         verdict = Verdict.PASS  # no evidence of harm so far; zero variance too
-    return gate_result(
+    return common.gate_result(
         gate.name,
         verdict,
         value=r.always_valid_p,
@@ -170,8 +158,8 @@ def _evaluate_msprt(gate: MetricGate, source: MetricSource, ctx: GateContext) ->
     )
 
 
-@guarded(limits)
-def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+@common.guarded(limits)
+def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     if _spec(gate).mode == "msprt":
         return _evaluate_msprt(gate, source, ctx)
     return _evaluate_mann_whitney(gate, source, ctx)
@@ -186,7 +174,7 @@ def _level_template(c: CompareGate) -> str:
     def rate(expr: str | None) -> str:
         assert expr is not None
         if _BARE_METRIC.fullmatch(expr):
-            return f"sum(rate({expr}{VERSION_TEMPLATE}[{{{{interval}}}}]))"
+            return f"sum(rate({expr}{common.VERSION_TEMPLATE}[{{{{interval}}}}]))"
         return f"({expr})"
 
     if c.successes is not None:
@@ -194,7 +182,7 @@ def _level_template(c: CompareGate) -> str:
     return f"{rate(c.sum)} / {rate(c.count)}"
 
 
-def queries(gate: MetricGate, ctx: GateContext) -> Plot:
+def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
     """What is compared, for each version: the query per step, or the mSPRT's rate or mean.
 
     The gate's value (a shift, or a p-value) has no series of its own: these are drawn on
@@ -203,12 +191,16 @@ def queries(gate: MetricGate, ctx: GateContext) -> Plot:
     c = _spec(gate)
     if c.mode == "msprt":
         what = "rate" if c.successes is not None else "mean"
-        interval = promql_duration(ctx.interval)
-        return Plot(
-            per_version(_level_template(c), ctx, what=what, same_scale=False, window=interval)
+        interval = common.promql_duration(ctx.interval)
+        return common.Plot(
+            common.per_version(
+                _level_template(c), ctx, what=what, same_scale=False, window=interval
+            )
         )
     assert c.query is not None
-    return Plot(per_version(c.query, ctx, same_scale=False, window=c.step, step=c.step))
+    return common.Plot(
+        common.per_version(c.query, ctx, same_scale=False, window=c.step, step=c.step)
+    )
 
 
 def limit_text(gate: MetricGate) -> str:

@@ -11,23 +11,7 @@ from __future__ import annotations
 import math
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import (
-    GateContext,
-    Limits,
-    NoVerdict,
-    Plot,
-    ask,
-    categories,
-    gate_result,
-    guarded,
-    min_max_text,
-    own_limits,
-    promql_duration,
-    render,
-    selector,
-    window_or_interval,
-    within,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.source import MetricSource, Sample
 from modelrollout.api.gates import DriftGate, MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -35,7 +19,7 @@ from modelrollout.api.status import GateResult, Verdict
 #: The limit ``modelrollout analyze`` applies when none is given: (min, max).
 #: PSI 0.1 is the usual "moderate shift" line; JS distance 0.1 and KS D 0.1 are shifts of
 #: similar size; chi-square is gated on its p-value.
-DEFAULT_DRIFT_LIMITS: dict[str, Limits] = {
+DEFAULT_DRIFT_LIMITS: dict[str, common.Limits] = {
     "psi": (None, 0.1),
     "js": (None, 0.1),
     "ks": (None, 0.1),
@@ -48,11 +32,11 @@ def _spec(gate: MetricGate) -> DriftGate:
     return gate.drift
 
 
-limits = own_limits
+limits = common.own_limits
 
 
-def window(gate: MetricGate, ctx: GateContext) -> str:
-    return window_or_interval(ctx, _spec(gate).window)
+def window(gate: MetricGate, ctx: common.GateContext) -> str:
+    return common.window_or_interval(ctx, _spec(gate).window)
 
 
 def judge_drift(
@@ -61,7 +45,7 @@ def judge_drift(
     candidate: stats.Counts,
     method: stats.DriftMethod,
     min_samples: int,
-    limits: Limits,
+    limits: common.Limits,
     *,
     context: str = "",
 ) -> GateResult:
@@ -76,7 +60,7 @@ def judge_drift(
     counts = f"{r.candidate_n:.0f} candidate and {r.reference_n:.0f} reference observations"
     where = f" ({context})" if context else ""
     if r.value is None:
-        return gate_result(
+        return common.gate_result(
             name,
             Verdict.INCONCLUSIVE,
             reason=f"{r.reason}; {counts}{where}",
@@ -90,9 +74,9 @@ def judge_drift(
     text = f"{method} {r.value:.6g}"
     if r.p_value is not None:
         text += f", p-value {r.p_value:.4g}"
-    return gate_result(
+    return common.gate_result(
         name,
-        within(value, limits),
+        common.within(value, limits),
         value=value,
         reason=f"{text}; {counts}{where}",
         limits=limits,
@@ -101,27 +85,27 @@ def judge_drift(
     )
 
 
-def drift_queries(d: DriftGate, ctx: GateContext) -> tuple[str, str]:
+def drift_queries(d: DriftGate, ctx: common.GateContext) -> tuple[str, str]:
     """(reference, candidate) PromQL of a drift gate, with the rollout's values filled in."""
-    win = window_or_interval(ctx, d.window)
+    win = common.window_or_interval(ctx, d.window)
 
     def query(role: str, span: str, offset: str | None) -> str:
         variables = ctx.variables(role)
         matchers = {"model": ctx.model}
-        matchers.update({k: render(v, variables) for k, v in (d.labels or {}).items()})
+        matchers.update({k: common.render(v, variables) for k, v in (d.labels or {}).items()})
         matchers[d.version_label] = variables["version"]
         if d.metric is not None:
-            series, by = f"{d.metric}_bucket{selector(matchers)}", "le"
+            series, by = f"{d.metric}_bucket{common.selector(matchers)}", "le"
         else:
             assert d.counter is not None
             assert d.by is not None
-            series, by = f"{d.counter}{selector(matchers)}", d.by
+            series, by = f"{d.counter}{common.selector(matchers)}", d.by
         shift = f" offset {offset}" if offset else ""
         return f"sum by ({by}) (increase({series}[{span}]{shift}))"
 
     if d.against == "baseline":
-        offset = promql_duration(d.baseline_offset) if d.baseline_offset else None
-        reference = query("stable", promql_duration(d.baseline_window), offset)
+        offset = common.promql_duration(d.baseline_offset) if d.baseline_offset else None
+        reference = query("stable", common.promql_duration(d.baseline_window), offset)
     else:
         reference = query("stable", win, None)
     return reference, query("candidate", win, None)
@@ -132,24 +116,26 @@ def _histogram(samples: list[Sample], side: str) -> stats.Binned:
     for s in samples:
         le = s.labels.get("le")
         if le is None:
-            raise NoVerdict(f"{side}: a series without an le label: is the metric a histogram?")
+            raise common.NoVerdict(
+                f"{side}: a series without an le label: is the metric a histogram?"
+            )
         if not math.isfinite(s.value):
-            raise NoVerdict(f"{side}: bucket le={le} is {s.value}")
+            raise common.NoVerdict(f"{side}: bucket le={le} is {s.value}")
         buckets[le] = s.value
     return stats.bins_from_cumulative(buckets)
 
 
-@guarded()
-def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+@common.guarded()
+def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     d = _spec(gate)
     ref_q, cand_q = drift_queries(d, ctx)
-    ref_samples, cand_samples = ask(source, ref_q), ask(source, cand_q)
+    ref_samples, cand_samples = common.ask(source, ref_q), common.ask(source, cand_q)
     for side, answer, promql in (
         ("reference", ref_samples, ref_q),
         ("candidate", cand_samples, cand_q),
     ):
         if not answer:
-            raise NoVerdict(f"no data for the {side}: {promql}")
+            raise common.NoVerdict(f"no data for the {side}: {promql}")
     if d.metric is not None:
         aligned = stats.align(
             _histogram(ref_samples, "reference"), _histogram(cand_samples, "candidate")
@@ -157,8 +143,8 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
         ref, cand = list(aligned.reference), list(aligned.candidate)
     else:
         assert d.by is not None
-        r = categories(ref_samples, d.by, "reference")
-        c = categories(cand_samples, d.by, "candidate")
+        r = common.categories(ref_samples, d.by, "reference")
+        c = common.categories(cand_samples, d.by, "candidate")
         keys = sorted(set(r) | set(c))
         ref, cand = [r.get(k, 0.0) for k in keys], [c.get(k, 0.0) for k in keys]
     if d.against == "baseline":
@@ -167,14 +153,14 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
     else:
         against = f"against {ctx.stable_version}"
     return judge_drift(
-        gate.name, ref, cand, d.method, d.min_samples, own_limits(gate), context=against
+        gate.name, ref, cand, d.method, d.min_samples, common.own_limits(gate), context=against
     )
 
 
-def queries(gate: MetricGate, ctx: GateContext) -> Plot:
+def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
     """No series: the statistic is worked out from two whole distributions at each check."""
     d = _spec(gate)
-    return Plot(
+    return common.Plot(
         note=f"{d.method} compares two distributions at each check; Prometheus has no "
         "series of it to draw (the ledger's points are the values)"
     )
@@ -184,4 +170,4 @@ def limit_text(gate: MetricGate) -> str:
     d = _spec(gate)
     p_value = d.method == "chi2" or (d.method == "ks" and gate.max is None)
     measure = f"{d.method} p-value" if p_value else d.method
-    return f"{measure} {min_max_text(own_limits(gate))}"
+    return f"{measure} {common.min_max_text(common.own_limits(gate))}"

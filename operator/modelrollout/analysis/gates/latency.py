@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from modelrollout.analysis.gates.common import (
-    VERSION_TEMPLATE,
-    interval_window,
-    min_max_text,
-    own_limits,
-    threshold_evaluator,
-    version_queries,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.api.gates import MetricGate
-
-window = interval_window
-limits = own_limits
 
 
 def template(gate: MetricGate) -> str:
@@ -22,14 +12,13 @@ def template(gate: MetricGate) -> str:
     q, metric = gate.latency.quantile, gate.latency.metric
     return (
         f"histogram_quantile({q}, sum by (le) "
-        f"(rate({metric}_bucket{VERSION_TEMPLATE}[{{{{interval}}}}])))"
+        f"(rate({metric}_bucket{common.VERSION_TEMPLATE}[{{{{interval}}}}])))"
     )
 
 
-evaluate = threshold_evaluator(template)
-queries = version_queries(template)
-
-
-def limit_text(gate: MetricGate) -> str:
+def _measure(gate: MetricGate) -> str:
     assert gate.latency is not None
-    return f"p{gate.latency.quantile * 100:g} {min_max_text(own_limits(gate))}"
+    return f"p{gate.latency.quantile * 100:g}"
+
+
+window, limits, evaluate, queries, limit_text = common.threshold_kind(template, _measure)

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from modelrollout.analysis.gates.common import (
-    interval_window,
-    min_max_text,
-    own_limits,
-    threshold_evaluator,
-    version_queries,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.api.gates import MetricGate
-
-window = interval_window
-limits = own_limits
 
 
 def template(gate: MetricGate) -> str:
@@ -20,9 +11,4 @@ def template(gate: MetricGate) -> str:
     return gate.query
 
 
-evaluate = threshold_evaluator(template)
-queries = version_queries(template)
-
-
-def limit_text(gate: MetricGate) -> str:
-    return min_max_text(own_limits(gate))
+window, limits, evaluate, queries, limit_text = common.threshold_kind(template)

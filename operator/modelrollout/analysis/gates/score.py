@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import (
-    GateContext,
-    Limits,
-    NoVerdict,
-    Plot,
-    gate_result,
-    guarded,
-    per_version,
-    since_stage,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.gates.steps import describe, mann_whitney
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import MetricGate, ScoreGate
@@ -24,18 +15,18 @@ def _spec(gate: MetricGate) -> ScoreGate:
     return gate.score
 
 
-def limits(gate: MetricGate) -> Limits:
+def limits(gate: MetricGate) -> common.Limits:
     return _spec(gate).pass_score, None
 
 
-def window(gate: MetricGate, ctx: GateContext) -> str:
-    return since_stage(ctx, _spec(gate).window)
+def window(gate: MetricGate, ctx: common.GateContext) -> str:
+    return common.since_stage(ctx, _spec(gate).window)
 
 
-@guarded(limits)
-def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
+@common.guarded(limits)
+def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     sg = _spec(gate)
-    win = since_stage(ctx, sg.window)
+    win = common.since_stage(ctx, sg.window)
     scored: list[stats.ScoredMetric] = []
     for m in sg.metrics:
         try:
@@ -50,8 +41,8 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
                 window=win,
                 step=sg.step,
             )
-        except (NoVerdict, ValueError) as exc:
-            why = exc.reason if isinstance(exc, NoVerdict) else str(exc)
+        except (common.NoVerdict, ValueError) as exc:
+            why = exc.reason if isinstance(exc, common.NoVerdict) else str(exc)
             comparison = stats.MetricComparison(
                 "NoData", m.direction, None, None, None, None, 0, 0, reason=why
             )
@@ -81,7 +72,7 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
     points = [min(c.n_control, c.n_experiment) for c in waiting]
     if verdict == Verdict.INCONCLUSIVE and waiting and min(points) > 0 and run.score is None:
         # Every metric has points, just too few yet: gathering evidence, not missing data.
-        return gate_result(
+        return common.gate_result(
             gate.name,
             verdict,
             reason="; ".join(parts),
@@ -89,22 +80,24 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateRe
             samples=min(points),
             needed=sg.min_points,
         )
-    return gate_result(
+    return common.gate_result(
         gate.name, verdict, value=run.score, reason="; ".join(parts), limits=limits(gate)
     )
 
 
-def queries(gate: MetricGate, ctx: GateContext) -> Plot:
+def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
     """The score has no series: its metrics' queries, for each version, on their own axis."""
     sg = _spec(gate)
     series = tuple(
         s
         for m in sg.metrics
-        for s in per_version(
+        for s in common.per_version(
             m.query, ctx, what=m.name, same_scale=False, window=sg.step, step=sg.step
         )
     )
-    return Plot(series, note="the score is worked out at each check from its metrics, drawn here")
+    return common.Plot(
+        series, note="the score is worked out at each check from its metrics, drawn here"
+    )
 
 
 def limit_text(gate: MetricGate) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates.common import GateContext, NoVerdict, render, seconds_text
+from modelrollout.analysis.gates import common
 from modelrollout.analysis.source import MetricSource, SourceError
 from modelrollout.api.base import parse_duration
 
@@ -17,28 +17,34 @@ class RangeSource(Protocol):
     def range(self, query: str, seconds: float, step: float) -> list[float]: ...
 
 
-def variables(ctx: GateContext, role: str, **extra: str) -> dict[str, str]:
+def variables(ctx: common.GateContext, role: str, **extra: str) -> dict[str, str]:
     """The template variables of one version, with the extra ones a kind adds."""
     return {**ctx.variables(role), **extra}
 
 
 def _points(
-    source: MetricSource, template: str, ctx: GateContext, role: str, window: float, step: float
+    source: MetricSource,
+    template: str,
+    ctx: common.GateContext,
+    role: str,
+    window: float,
+    step: float,
 ) -> list[float]:
     if not isinstance(source, RangeSource):
-        raise NoVerdict("the metric source cannot answer range queries")
-    promql = render(
-        template, variables(ctx, role, window=seconds_text(window), step=seconds_text(step))
+        raise common.NoVerdict("the metric source cannot answer range queries")
+    promql = common.render(
+        template,
+        variables(ctx, role, window=common.seconds_text(window), step=common.seconds_text(step)),
     )
     try:
         return source.range(promql, window, step)
     except SourceError as exc:
-        raise NoVerdict(f"unreachable: {exc}") from exc
+        raise common.NoVerdict(f"unreachable: {exc}") from exc
 
 
 def mann_whitney(
     source: MetricSource,
-    ctx: GateContext,
+    ctx: common.GateContext,
     template: str,
     direction: stats.Direction,
     *,
@@ -51,8 +57,10 @@ def mann_whitney(
     """Stable's and the candidate's per-step values of ``template``, compared."""
     seconds, step_s = parse_duration(window), parse_duration(step)
     probe = variables(ctx, "candidate", window="w", step="s")
-    if render(template, probe) == render(template, {**probe, **ctx.variables("stable")}):
-        raise NoVerdict(
+    if common.render(template, probe) == common.render(
+        template, {**probe, **ctx.variables("stable")}
+    ):
+        raise common.NoVerdict(
             "the query reads the same series for both versions: select one with {{version}}"
         )
     control = _points(source, template, ctx, "stable", seconds, step_s)

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from modelrollout.analysis.gates.common import (
-    REQUESTS_METRIC,
-    VERSION_TEMPLATE,
-    interval_window,
-    min_max_text,
-    own_limits,
-    threshold_evaluator,
-    version_queries,
-)
+from modelrollout.analysis.gates import common
 from modelrollout.api.gates import MetricGate
-
-window = interval_window
-limits = own_limits
 
 
 def template(gate: MetricGate) -> str:
     assert gate.throughput is not None
-    requests = gate.throughput.metric or REQUESTS_METRIC
-    return f"sum(rate({requests}{VERSION_TEMPLATE}[{{{{interval}}}}]))"
+    requests = gate.throughput.metric or common.REQUESTS_METRIC
+    return f"sum(rate({requests}{common.VERSION_TEMPLATE}[{{{{interval}}}}]))"
 
 
-evaluate = threshold_evaluator(template)
-queries = version_queries(template)
-
-
-def limit_text(gate: MetricGate) -> str:
-    return f"requests/s {min_max_text(own_limits(gate))}"
+window, limits, evaluate, queries, limit_text = common.threshold_kind(template, "requests/s")
