@@ -17,6 +17,7 @@ from modelrollout.api.gates import MetricGate
 from modelrollout.api.status import ModelRolloutStatus, Stage
 
 from .engine_harness import make_spec
+from .test_gates_ml import MSPRT
 
 NOW = datetime(2026, 1, 1, 12, 10, 0)
 
@@ -34,18 +35,7 @@ ONE_OF_EACH: list[tuple[dict[str, Any], str]] = [
         {"compare": {"query": 'x{version="{{version}}"}', "direction": "increase"}},
         "no increase beyond 25% of stable's median at 98% confidence",
     ),
-    (
-        {
-            "compare": {
-                "mode": "msprt",
-                "direction": "increase",
-                "successes": "model_request_errors_total",
-                "trials": "model_requests_total",
-                "tau": 0.02,
-            }
-        },
-        "always-valid p min 0.05 (increase is harmful, tau 0.02)",
-    ),
+    ({"compare": MSPRT}, "always-valid p min 0.05 (increase is harmful, tau 0.02)"),
     (
         {"score": {"metrics": [{"name": "a", "query": "q", "direction": "either"}]}},
         "score min 95 (marginal from 75)",
