@@ -30,17 +30,17 @@ from typing import Any
 import pytest
 import yaml
 
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.cli.kube import (
     EXIT_FORBIDDEN,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
-    REQUEST_ANNOTATION,
 )
 from modelrollout.cli.main import main
-from modelrollout.devenv import LocalCluster, PrometheusServer
 from modelrollout.engine.types import Request, RequestVerb
+from modelrollout_devenv import LocalCluster, PrometheusServer
 
 pytestmark = pytest.mark.e2e
 
@@ -314,7 +314,7 @@ def test_list_shows_each_rollout_with_step_weight_and_worst_gate(
     assert running[:9] == [
         "running", "fraud-detector", "v1", "v2", "Progressing", "canary", "3/6", "20%", "0%",
     ]  # fmt: skip
-    assert "Fail p99-latency 0.62 (max 0.5)" in lines["running"]
+    assert "Fail p99-latency 0.62 (<= 0.5)" in lines["running"]
     assert lines["done"].split()[4:7] == ["Succeeded", "done", "6/6"]
     assert "RolledBack" in lines["back"]
     assert "Failed" in lines["broken"]
@@ -360,7 +360,7 @@ def test_status_shows_strategy_gates_conditions_and_events(
     assert "3 pause until promoted" in current
     assert "candidate v2 20%" in out
     gate = next(line for line in out.splitlines() if line.startswith("p99-latency"))
-    assert gate.split()[:6] == ["p99-latency", "0.62", "max", "0.5", "1200/500", "Fail"]
+    assert gate.split()[:6] == ["p99-latency", "0.62", "<=", "0.5", "1200/500", "Fail"]
     assert "1 failed (rollback at 2)" in out  # failureLimit defaulted by the CRD
     assert re.search(r"Reconciling\s+True\s+Progressing", out)
     assert re.search(r"Warning\s+AnalysisFailed\s+gate p99-latency", out)

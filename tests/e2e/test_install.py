@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.devenv import LocalCluster, MissingBinary, find_binaries, free_port
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.stack import OperatorProcess, wait_for
+from modelrollout_devenv import LocalCluster, MissingBinary, find_binaries, free_port
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.stack import OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelrollout-operator"

@@ -71,9 +71,9 @@ def _versions() -> dict[str, str]:
 
 
 def helm_path() -> Path:
-    """The pinned helm: via modelrollout.devenv when present, else the build cache."""
+    """The pinned helm: via modelrollout_devenv when present, else the build cache."""
     try:
-        from modelrollout.devenv.binaries import MissingBinary, find_binaries
+        from modelrollout_devenv.binaries import MissingBinary, find_binaries
     except ImportError:
         version = _versions().get("HELM_VERSION", "?")
         path = Path.home() / ".cache" / "modelrollout" / "bin" / f"helm-{version}" / "helm"
@@ -622,3 +622,14 @@ def test_dockerfile_runs_the_operator_as_non_root() -> None:
     assert "*" in ignored
     assert "!operator/" in ignored
     assert "!pyproject.toml" in ignored
+
+
+def test_the_image_builds_from_the_product_only() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = [line for line in ignored if line.startswith("!")]
+    assert allowed, "the .dockerignore is an allowlist"
+    assert not [line for line in allowed if "devenv" in line or line in ("!.", "!**")], allowed
+    text = (ROOT / "Dockerfile").read_text()
+    assert "install --no-index --find-links=/wheels modelrollout " in text
+    instructions = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in instructions if "devenv" in line], "the image is the product"

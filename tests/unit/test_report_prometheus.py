@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.cli import report
+from modelrollout.analysis.source import SourceError
+from modelrollout.cli import report, view
 
 from .test_gates_registry import ONE_OF_EACH
 
@@ -30,7 +31,7 @@ class FakeRange:
         self.queries: list[str] = []
 
     def series(
-        self, query: str, start: datetime, end: datetime, step_seconds: int
+        self, query: str, *, start: datetime, end: datetime, step: float
     ) -> list[list[tuple[datetime, float]]]:
         self.queries.append(query)
         if self.fail is not None:
@@ -82,7 +83,7 @@ def test_every_kind_of_gate_is_drawn_or_noted_never_an_error(
     assert gathered.warnings == []
     assert gathered.series.get("g") or gathered.notes.get("g")
     assert "{{" not in " ".join(source.queries)  # every template variable filled in
-    timeline = report.build_timeline(rollout(gate), END)
+    timeline = view.build_timeline(rollout(gate), END)
     timeline.prometheus, timeline.notes = gathered.series, gathered.notes
     timeline.prometheus_url = "http://prometheus"
     paths = report.write_report(rollout(gate), str(tmp_path / "r"), END, timeline)
@@ -168,7 +169,7 @@ def test_msprt_draws_the_compared_rate_of_each_version() -> None:
 
 
 def test_an_unreachable_prometheus_is_one_warning_per_gate() -> None:
-    source = FakeRange(fail=RuntimeError("prometheus at http://x: connection refused"))
+    source = FakeRange(fail=SourceError("prometheus at http://x: connection refused"))
     gathered = gather(
         {"name": "a", "nullRate": {}, "max": 0.1},
         {"name": "b", "latency": {}, "max": 0.5},

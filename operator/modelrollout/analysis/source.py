@@ -13,7 +13,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class SourceError(Exception):
@@ -54,6 +57,28 @@ def parse_result(data: Any) -> list[Sample]:
         if isinstance(item, dict) and "value" in item:
             samples.append(Sample(dict(item.get("metric") or {}), _float(item["value"][1])))
     return samples
+
+
+def parse_range(data: Any) -> list[list[tuple[datetime, float]]]:
+    """The series of a range query (``matrix``), each as (time, value) points.
+
+    NaN and unparsable values are dropped: a gap in a line, not a zero.
+    """
+    if isinstance(data, dict):
+        data = data.get("result")
+    out = []
+    for series in data or []:
+        points = []
+        for pair in (series.get("values") if isinstance(series, dict) else None) or []:
+            try:
+                t = datetime.fromtimestamp(float(pair[0]), tz=UTC)
+                v = float(pair[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if math.isfinite(v):
+                points.append((t, v))
+        out.append(points)
+    return out
 
 
 def _float(text: Any) -> float:
@@ -104,17 +129,10 @@ class PrometheusSource:
         )
 
     def instant(self, query: str) -> list[Sample]:
-        started = time.monotonic()
-        failed = False
-        try:
-            result = self._client.custom_query(query=query, params={"timeout": self.timeout})
-            return parse_result(result)
-        except Exception as exc:
-            failed = True
-            raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc
-        finally:
-            if self._observe is not None:
-                self._observe(time.monotonic() - started, failed)
+        return self._ask(
+            lambda: self._client.custom_query(query=query, params={"timeout": self.timeout}),
+            parse_result,
+        )
 
     def range(self, query: str, seconds: float, step: float) -> list[float]:
         """Values of a range query over the last ``seconds``, one per ``step`` seconds.
@@ -123,25 +141,49 @@ class PrometheusSource:
         stays NaN (the caller drops it). No data is an empty list; an unreachable or
         refusing Prometheus raises :class:`SourceError`, as for :meth:`instant`.
         """
-        from datetime import UTC, datetime, timedelta
-
-        started = time.monotonic()
-        failed = False
         end = datetime.now(UTC)
-        try:
-            result = self._client.custom_query_range(
-                query=query,
-                start_time=end - timedelta(seconds=max(seconds, step)),
-                end_time=end,
-                step=f"{max(step, 0.001):g}",  # float seconds: any step, no unit parsing
-                params={"timeout": self.timeout},
-            )
+
+        def pooled(result: Any) -> list[float]:
             return [
                 _float(point[1])
                 for series in result or []
                 if isinstance(series, dict)
                 for point in series.get("values") or []
             ]
+
+        start = end - timedelta(seconds=max(seconds, step))
+        return self._query_range(query, start, end, step, pooled)
+
+    def series(
+        self, query: str, *, start: datetime, end: datetime, step: float
+    ) -> list[list[tuple[datetime, float]]]:
+        """Each series of a range query over [start, end], as points (see :func:`parse_range`).
+
+        For a picture of a whole rollout (``kubectl modelrollout report``), where the
+        times matter and series are kept apart.
+        """
+        return self._query_range(query, start, end, step, parse_range)
+
+    def _query_range(
+        self, query: str, start: datetime, end: datetime, step: float, parse: Callable[[Any], T]
+    ) -> T:
+        return self._ask(
+            lambda: self._client.custom_query_range(
+                query=query,
+                start_time=start,
+                end_time=end,
+                step=f"{max(step, 0.001):g}",  # float seconds: any step, no unit parsing
+                params={"timeout": self.timeout},
+            ),
+            parse,
+        )
+
+    def _ask(self, call: Callable[[], Any], parse: Callable[[Any], T]) -> T:
+        """One query, timed for ``observe``; any failure to answer is a :class:`SourceError`."""
+        started = time.monotonic()
+        failed = False
+        try:
+            return parse(call())
         except Exception as exc:
             failed = True
             raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc

@@ -34,6 +34,11 @@ class Phase(StrEnum):
     FAILED = "Failed"
     """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
 
+    @property
+    def is_terminal(self) -> bool:
+        """The rollout has ended: only a new candidate (or a retry) moves it again."""
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
 
 class Stage(StrEnum):
     """The part of the strategy in progress."""
@@ -73,12 +78,22 @@ class GateResult(ApiModel):
 
     @property
     def limit_text(self) -> str:
-        parts = []
-        if self.min is not None:
-            parts.append(f">= {self.min:g}")
-        if self.max is not None:
-            parts.append(f"<= {self.max:g}")
-        return " and ".join(parts)
+        return limit_text(self.min, self.max)
+
+
+def limit_text(minimum: float | None, maximum: float | None) -> str:
+    """A gate's limits as every message and table shows them: ``>= 0.9 and <= 1``.
+
+    Empty when the gate has no limit (a drift or statistical gate may judge
+    otherwise). A function as well as :attr:`GateResult.limit_text`, so the CLI
+    can show a result it reads as a plain dict.
+    """
+    parts = []
+    if minimum is not None:
+        parts.append(f">= {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    return " and ".join(parts)
 
 
 class AnalysisRun(ApiModel):
@@ -132,8 +147,13 @@ class ModelRolloutStatus(ApiModel):
     consecutive_inconclusive: int = 0
     consecutive_passes: int = 0
     pause_reason: str | None = None
+    # A checkpoint is where a human must approve (``shadow:end``, ``canary:3``); in Python it
+    # is never called a gate, which is a metric check. The wire names (awaitingApproval,
+    # approvedGate) stay as they are: stored objects and older CLIs use them.
     awaiting_approval: str | None = None
-    approved_gate: str | None = None
+    """The checkpoint the rollout is paused at, waiting for a human to promote."""
+    approved_checkpoint: str | None = Field(default=None, alias="approvedGate")
+    """The checkpoint a human approved ahead of time; spent when the rollout passes it."""
     aborted: bool | None = None
     handled_request: str | None = None
     scale_down_at: str | None = None

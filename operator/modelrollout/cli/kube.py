@@ -23,9 +23,6 @@ from typing import Any
 
 from modelrollout.api.base import GROUP, KIND, PLURAL, VERSION
 
-#: The annotation a human request travels in (``<verb>:<unique id>``); the operator
-#: reads it (``modelrollout.operator.reconcile.REQUEST_ANNOTATION``) and acts once per id.
-REQUEST_ANNOTATION = f"{GROUP}/request"
 RESOURCE = f"{PLURAL}.{GROUP}"
 
 EXIT_OK = 0

@@ -6,9 +6,14 @@ report can be made after the fact, from a saved ``-o yaml``, with no
 Prometheus; ``--prometheus`` only adds the full-resolution series of each
 gate's query on top of the ledger's points.
 
-Building the timeline is pure (:func:`build_timeline`); drawing uses
+Building the timeline is pure (:func:`modelrollout.cli.view.build_timeline`); drawing uses
 matplotlib's object API with the Agg canvas, never ``pyplot``, so it needs
 no display and keeps no global figure state between reports.
+
+matplotlib is an optional extra (``pip install 'modelrollout[report]'``): the
+operator and the other commands never draw, and it would add tens of megabytes
+to every install and to the image. :func:`require_matplotlib` says so before
+the command does any work.
 """
 
 from __future__ import annotations
@@ -19,26 +24,31 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from modelrollout.cli.render import (
+from modelrollout.api.base import format_ts
+from modelrollout.api.status import Phase
+from modelrollout.cli.kube import EXIT_FAILED, CliError
+from modelrollout.cli.view import (
+    GateSeries,
     Obj,
+    Timeline,
+    build_timeline,
+    dig,
     fmt_duration,
     fmt_value,
+    gate_limit,
     group_history,
-    limit_text,
-    name_of,
     namespace_of,
-    parse_time,
 )
 
 if TYPE_CHECKING:
     from modelrollout.analysis.gates import Plot
     from modelrollout.api.gates import MetricGate
 
-#: History reasons drawn as labelled vertical markers, and their colours.
+#: The colour of each kind of marker (:data:`modelrollout.cli.view.MARKER_REASONS`).
 MARKER_COLORS = {
     "RolloutStarted": "#444444",
     "CandidateReplaced": "#444444",
@@ -57,143 +67,21 @@ OTHER_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"
 VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
 
 
-@dataclass(frozen=True)
-class Marker:
-    at: datetime
-    label: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class GatePoint:
-    at: datetime
-    value: float | None
-    verdict: str
-    min: float | None
-    max: float | None
-
-
-@dataclass(frozen=True)
-class GateSeries:
-    """One series from Prometheus in a gate's panel."""
-
-    label: str
-    points: list[tuple[datetime, float]]
-    same_scale: bool = True
-    """The gate's own value (drawn against its limits); else on a second axis."""
-
-
-@dataclass
-class Timeline:
-    """What the report draws, already in plotting form."""
-
-    title: str
-    traffic: list[tuple[datetime, int, int]]
-    """(time, candidate weight %, mirror %) at each history entry."""
-    end: datetime
-    """Where the last traffic step ends: now while in progress, else the last entry."""
-    gates: dict[str, list[GatePoint]]
-    markers: list[Marker]
-    prometheus: dict[str, list[GateSeries]] = field(default_factory=dict)
-    """Each gate's queries over the whole timeline, when ``--prometheus`` was given."""
-    notes: dict[str, str] = field(default_factory=dict)
-    """Per gate: what ``--prometheus`` could not draw, and why."""
-    prometheus_url: str | None = None
-
-
-def marker_label(entry: Obj, previous: Obj | None = None) -> str:
-    """``WeightChanged → 20% @ step 2``, ``RolledBack @ step 3``, ``ShadowPassed @ shadow``.
-
-    Where it happened is the step index when the entry has one (a rollback
-    keeps the step it stopped at); else the stage, or for entries recorded
-    after the stage was left (a rollback records stage ``done``), the stage of
-    the entry before.
-    """
-    reason = str(entry.get("reason", "?"))
-    label = reason
-    if reason == "WeightChanged":
-        label += f" → {entry.get('weight', 0)}%"
-    elif reason in ("RolloutStarted", "CandidateReplaced", "Retried") and entry.get(
-        "candidateVersion"
-    ):
-        label += f" {entry['candidateVersion']}"
-    step = entry.get("stepIndex")
-    stage = entry.get("stage")
-    if isinstance(step, int):
-        label += f" @ step {step}"
-    elif stage and stage != "done":
-        label += f" @ {stage}"
-    elif previous is not None and previous.get("stage") not in (None, "done"):
-        label += f" @ {previous['stage']}"
-    return label
-
-
-def build_timeline(obj: Obj, now: datetime) -> Timeline:
-    """The traffic steps, gate points and markers of a rollout, from its status alone."""
-    status = obj.get("status") or {}
-    history = [e for e in status.get("history") or [] if isinstance(e, Mapping)]
-    traffic: list[tuple[datetime, int, int]] = []
-    markers: list[Marker] = []
-    previous: Obj | None = None
-    for entry in history:
-        at = parse_time(entry.get("at"))
-        if at is None:
-            continue
-        traffic.append(
-            (at, int(entry.get("weight", 0) or 0), int(entry.get("mirrorPercent", 0) or 0))
-        )
-        if entry.get("reason") in MARKER_COLORS:
-            markers.append(
-                Marker(
-                    at,
-                    marker_label(entry, previous),
-                    str(entry["reason"]),
-                    str(entry.get("message") or ""),
-                )
-            )
-        previous = entry
-
-    gates: dict[str, list[GatePoint]] = {}
-    for run in status.get("analysisLedger") or []:
-        at = parse_time(_get(run, "at"))
-        if at is None:
-            continue
-        for r in _get(run, "results") or []:
-            if not isinstance(r, Mapping) or not r.get("metric"):
-                continue
-            value = r.get("value")
-            gates.setdefault(str(r["metric"]), []).append(
-                GatePoint(
-                    at,
-                    float(value) if isinstance(value, int | float) else None,
-                    str(r.get("verdict", "?")),
-                    _num(r.get("min")),
-                    _num(r.get("max")),
-                )
-            )
-
-    running = status.get("phase") not in ("Succeeded", "RolledBack", "Failed")
-    times = [t for t, _, _ in traffic] + [p.at for ps in gates.values() for p in ps]
-    end = max(times, default=now)
-    if running and traffic:
-        end = max(end, now)
-    title = f"ModelRollout {namespace_of(obj)}/{name_of(obj)}"
-    model = (obj.get("spec") or {}).get("model")
-    if model:
-        title += f" (model {model})"
-    return Timeline(title, traffic, end, gates, markers)
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 # --------------------------------------------------------------------------- drawing
+
+#: What ``report`` says when matplotlib is not installed.
+MISSING_MATPLOTLIB = (
+    "`report` draws with matplotlib, which is not installed: it is an optional extra. "
+    "Install it with `pip install 'modelrollout[report]'` (or `pip install matplotlib`)."
+)
+
+
+def require_matplotlib() -> None:
+    """Raise a :class:`CliError` (exit 2) saying how to install matplotlib when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise CliError(MISSING_MATPLOTLIB, EXIT_FAILED) from exc
 
 
 def png_bytes(timeline: Timeline) -> bytes:
@@ -359,10 +247,10 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
     e = html.escape
-    candidate = status.get("candidateVersion") or _get(spec.get("candidate"), "version") or "?"
+    candidate = status.get("candidateVersion") or dig(spec.get("candidate"), "version") or "?"
     facts = [
         ("model", spec.get("model", "?")),
-        ("phase", status.get("phase", "Pending")),
+        ("phase", status.get("phase", Phase.PENDING)),
         ("stable", status.get("stableVersion") or "?"),
         ("candidate", candidate),
     ]
@@ -372,7 +260,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
         [r.started_at, r.candidate, r.outcome, fmt_duration(r.duration_seconds), r.reason]
         for r in group_history(status, now)
     ]
-    markers = [[m.at.strftime("%Y-%m-%dT%H:%M:%SZ"), m.label, m.message] for m in timeline.markers]
+    markers = [[format_ts(m.at), m.label, m.message] for m in timeline.markers]
     history = [
         [
             str(h.get("at", "")),
@@ -394,7 +282,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
             continue
         gates = "<br>".join(
             f"{e(str(r.get('metric', '?')))}: {e(fmt_value(r.get('value')))} "
-            f'({e(limit_text(r))}) <span class="{e(str(r.get("verdict", "")))}">'
+            f'({e(gate_limit(r))}) <span class="{e(str(r.get("verdict", "")))}">'
             f"{e(str(r.get('verdict', '?')))}</span>"
             + (f" - {e(str(r['reason']))}" if r.get("reason") else "")
             for r in run.get("results") or []
@@ -457,11 +345,11 @@ def gate_rows(spec: Obj) -> list[list[str]]:
     from modelrollout.api.gates import MetricGate
 
     rows = []
-    for raw in _get(spec.get("analysis"), "metrics") or []:
+    for raw in dig(spec, "analysis", "metrics") or []:
         try:
             gate = MetricGate.model_validate(raw)
         except ValidationError as exc:
-            rows.append([str(_get(raw, "name") or "?"), "?", _first_line(exc)])
+            rows.append([str(dig(raw, "name") or "?"), "?", _first_line(exc)])
             continue
         rows.append([gate.name, _camel(gates.kind_name(gate)), gates.limit_text(gate)])
     return rows
@@ -501,56 +389,17 @@ def write_report(
 # ------------------------------------------------------------------------ prometheus
 
 
-def parse_range_result(data: Any) -> list[list[tuple[datetime, float]]]:
-    """The series of a Prometheus range query (``matrix``), each as (time, value) points.
-
-    NaN and unparsable values are dropped: a gap in the line, not a zero.
-    """
-    if isinstance(data, Mapping):
-        data = data.get("result")
-    out = []
-    for series in data or []:
-        points = []
-        for pair in _get(series, "values") or []:
-            try:
-                t = datetime.fromtimestamp(float(pair[0]), tz=UTC)
-                v = float(pair[1])
-            except (TypeError, ValueError, IndexError):
-                continue
-            if math.isfinite(v):
-                points.append((t, v))
-        out.append(points)
-    return out
-
-
 class RangeReader(Protocol):
-    """Answers a range query with its series, each as (time, value) points."""
+    """Answers a range query with its series, each as (time, value) points.
+
+    :class:`modelrollout.analysis.source.PrometheusSource` is the one in production: the
+    report asks Prometheus through the same client, TLS and timeout as the operator. A
+    source that cannot answer raises :class:`~modelrollout.analysis.source.SourceError`.
+    """
 
     def series(
-        self, query: str, start: datetime, end: datetime, step_seconds: int
+        self, query: str, *, start: datetime, end: datetime, step: float
     ) -> list[list[tuple[datetime, float]]]: ...
-
-
-class PrometheusRange:
-    """:class:`RangeReader` over ``prometheus-api-client``; a failure is a ``RuntimeError``."""
-
-    def __init__(self, url: str) -> None:
-        from prometheus_api_client import PrometheusConnect
-
-        self.url = url
-        self._client = PrometheusConnect(url=url, disable_ssl=False)
-
-    def series(
-        self, query: str, start: datetime, end: datetime, step_seconds: int
-    ) -> list[list[tuple[datetime, float]]]:
-        try:
-            data = self._client.custom_query_range(
-                query=query, start_time=start, end_time=end, step=f"{step_seconds}s"
-            )
-        except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeError(f"prometheus at {self.url}: {text[:200]}") from exc
-        return parse_range_result(data)
 
 
 @dataclass
@@ -624,10 +473,12 @@ def _gather(
     end: datetime,
     step: int,
 ) -> None:
+    from modelrollout.analysis.source import SourceError
+
     for s in plot.series:
         try:
-            found = source.series(s.promql, start, end, step)
-        except Exception as exc:
+            found = source.series(s.promql, start=start, end=end, step=step)
+        except SourceError as exc:
             out.warnings.append(f"gate {gate.name}: {_first_line(exc)}")
             return  # one warning per gate: the next query would fail the same way
         if len(found) > 1:

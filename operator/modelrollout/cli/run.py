@@ -8,7 +8,7 @@ import os
 import secrets
 from typing import Any
 
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, parse_duration
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,7 +23,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     p.add_argument(
         "--prometheus",
-        default=os.environ.get("MODELROLLOUT_PROMETHEUS", "http://prometheus.monitoring:9090"),
+        default=os.environ.get("MODELROLLOUT_PROMETHEUS", DEFAULT_PROMETHEUS_URL),
         help="Prometheus URL used when a rollout names none (env MODELROLLOUT_PROMETHEUS)",
     )
     p.add_argument(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import format_ts, parse_duration, parse_ts
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (
@@ -43,24 +43,12 @@ from modelrollout.engine.types import (
 HISTORY_LIMIT = 50
 LEDGER_LIMIT = 20
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
-
-#: Pause reasons the engine clears by itself, and ones only a human clears.
+#: Pause reasons (``status.pauseReason``) the engine clears by itself, and ones only a
+#: human clears. A pause at an approval checkpoint keeps the wire value ``gate``.
 PAUSE_INCONCLUSIVE = "inconclusive"
 PAUSE_USER = "user"
 PAUSE_SPEC = "spec"
-PAUSE_GATE = "gate"
-
-
-def ts(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_ts(text: str | None) -> datetime | None:
-    """Timestamps are naive UTC inside the engine; the shell passes a naive UTC ``now``."""
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+PAUSE_APPROVAL = "gate"
 
 
 # ----------------------------------------------------------------------- planning
@@ -69,7 +57,7 @@ def parse_ts(text: str | None) -> datetime | None:
 def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
     """Is a check due, and of which gates? A pure function of the same inputs as decide."""
     gates = active_gates(spec, status)
-    if not gates or status.phase in TERMINAL or status.candidate_version is None:
+    if not gates or status.phase.is_terminal or status.candidate_version is None:
         return Plan(check_due=False)
     if status.candidate_version != spec.candidate.version:
         return Plan(check_due=False)  # a new candidate: start it first, measure later
@@ -121,7 +109,7 @@ class _Tick:
         s = self.s
         s.history.append(
             HistoryEntry(
-                at=ts(self.now),
+                at=format_ts(self.now),
                 phase=s.phase,
                 stage=s.stage or Stage.DONE,
                 step_index=s.step_index,
@@ -142,24 +130,24 @@ class _Tick:
         s = self.s
         s.stage = stage
         s.step_index = step_index
-        s.stage_started_at = ts(self.now)
-        s.step_started_at = ts(self.now)
+        s.stage_started_at = format_ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.consecutive_passes = 0
 
     def elapsed(self, since: str | None) -> float:
         t = parse_ts(since)
         return 0.0 if t is None else (self.now - t).total_seconds()
 
-    def pause(self, kind: str, message: str, gate: str | None = None) -> None:
+    def pause(self, kind: str, message: str, checkpoint: str | None = None) -> None:
         s = self.s
-        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == gate:
+        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == checkpoint:
             return
         s.phase = Phase.PAUSED
         s.pause_reason = kind
-        s.awaiting_approval = gate
+        s.awaiting_approval = checkpoint
         s.message = message
         self.record("Paused", message)
-        # A pause that a human must look into (no data) is a warning; a planned gate is not.
+        # A pause that a human must look into (no data) is a warning; a planned checkpoint is not.
         kind_of = EventType.WARNING if kind == PAUSE_INCONCLUSIVE else EventType.NORMAL
         self.event(kind_of, "Paused", message)
 
@@ -180,10 +168,10 @@ class _Tick:
             return Phase.PROMOTING
         return Phase.PROGRESSING
 
-    def approved(self, gate: str) -> bool:
-        """A human gate passes once: the approval is spent when it is used."""
-        if self.s.approved_gate == gate:
-            self.s.approved_gate = None
+    def approved(self, checkpoint: str) -> bool:
+        """An approval checkpoint passes once: the approval is spent when it is used."""
+        if self.s.approved_checkpoint == checkpoint:
+            self.s.approved_checkpoint = None
             return True
         return False
 
@@ -195,12 +183,12 @@ class _Tick:
         if previous and previous not in (spec.candidate.version, s.stable_version):
             self.retired = (previous,)
         s.candidate_version = spec.candidate.version
-        s.rollout_started_at = ts(self.now)
+        s.rollout_started_at = format_ts(self.now)
         s.consecutive_failures = 0
         s.consecutive_inconclusive = 0
         s.pause_reason = None
         s.awaiting_approval = None
-        s.approved_gate = None
+        s.approved_checkpoint = None
         s.aborted = None
         s.scale_down_at = None
         s.last_check_at = None
@@ -259,7 +247,7 @@ class _Tick:
         s, spec = self.s, self.spec
         verdict, counted = judge_check(results, spec.analysis.metrics)
         run = AnalysisRun(
-            at=ts(self.now),
+            at=format_ts(self.now),
             stage=s.stage or Stage.DONE,
             step_index=s.step_index,
             verdict=verdict,
@@ -268,7 +256,7 @@ class _Tick:
         s.last_analysis = run
         s.analysis_ledger.append(run)
         del s.analysis_ledger[:-LEDGER_LIMIT]
-        s.last_check_at = ts(self.now)
+        s.last_check_at = format_ts(self.now)
 
         if verdict == Verdict.PASS:
             s.consecutive_failures = 0
@@ -340,7 +328,7 @@ class _Tick:
             return
         s.handled_request = str(req)
         verb = req.verb
-        if s.phase in TERMINAL:
+        if s.phase.is_terminal:
             retryable = s.phase in (
                 Phase.ROLLED_BACK,
                 Phase.FAILED,
@@ -370,12 +358,12 @@ class _Tick:
                     "spec.paused is true: set it to false in the manifest to go on",
                 )
                 return
-            gate = s.awaiting_approval or _current_gate(self.spec, s)
-            s.approved_gate = gate
+            checkpoint = s.awaiting_approval or _current_checkpoint(self.spec, s)
+            s.approved_checkpoint = checkpoint
             if s.phase == Phase.PAUSED:
-                self.unpause(f"promoted past {gate} by a human")
+                self.unpause(f"promoted past {checkpoint} by a human")
             else:
-                self.event(EventType.NORMAL, "Approved", f"{gate} approved by a human")
+                self.event(EventType.NORMAL, "Approved", f"{checkpoint} approved by a human")
         elif verb == RequestVerb.PAUSE:
             if s.phase != Phase.PAUSED:
                 self.pause(PAUSE_USER, "paused by a human")
@@ -388,7 +376,7 @@ class _Tick:
                     "RequestIgnored",
                     "spec.paused is true: set it to false in the manifest to resume",
                 )
-            elif s.pause_reason == PAUSE_GATE:
+            elif s.pause_reason == PAUSE_APPROVAL:
                 self.event(
                     EventType.WARNING,
                     "RequestIgnored",
@@ -405,7 +393,7 @@ class _Tick:
     # -- progress --------------------------------------------------------------
 
     def moving(self) -> bool:
-        return self.s.phase not in TERMINAL and self.s.phase != Phase.PAUSED
+        return not self.s.phase.is_terminal and self.s.phase != Phase.PAUSED
 
     def advance(self) -> None:
         """Go through every stage that is ready, in order, within this one tick."""
@@ -419,11 +407,11 @@ class _Tick:
             if self.s.stage == stage and self.moving():
                 step()
 
-    def gate(self, key: str, message: str) -> bool:
-        """A human gate: True when a human approved it, else pause at it."""
-        if self.approved(key):
+    def await_approval(self, checkpoint: str, message: str) -> bool:
+        """An approval checkpoint: True when a human approved it, else pause at it."""
+        if self.approved(checkpoint):
             return True
-        self.pause(PAUSE_GATE, message, gate=key)
+        self.pause(PAUSE_APPROVAL, message, checkpoint=checkpoint)
         return False
 
     def advance_shadow(self) -> None:
@@ -439,7 +427,7 @@ class _Tick:
             if spec.automation in (
                 Automation.AFTER_SHADOW,
                 Automation.EVERY_STEP,
-            ) and not self.gate(
+            ) and not self.await_approval(
                 "shadow:end", "shadow passed: waiting for a human to let live traffic in"
             ):
                 return
@@ -472,11 +460,13 @@ class _Tick:
         if step.set_weight is not None:
             raises = step.set_weight > s.weights.candidate
             if spec.automation == Automation.EVERY_STEP and raises:
-                return self.gate(key, f"waiting for approval to raise weight to {step.set_weight}%")
+                return self.await_approval(
+                    key, f"waiting for approval to raise weight to {step.set_weight}%"
+                )
             return True
         if step.pause is not None:
             if step.pause.duration is None:
-                return self.gate(key, f"human gate at step {i}: promote to go on")
+                return self.await_approval(key, f"human gate at step {i}: promote to go on")
             if self.approved(key):
                 return True
             return self.elapsed(s.step_started_at) >= parse_duration(step.pause.duration)
@@ -495,7 +485,7 @@ class _Tick:
             self.record("WeightChanged", msg)
             self.event(EventType.NORMAL, "WeightChanged", msg)
         s.step_index = i + 1
-        s.step_started_at = ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.message = f"canary step {i + 1} of {len(self.spec.strategy.canary.steps)}"  # type: ignore[union-attr]
 
     def try_promote_canary(self) -> None:
@@ -508,7 +498,7 @@ class _Tick:
         if spec.automation in (
             Automation.BEFORE_PROMOTION,
             Automation.EVERY_STEP,
-        ) and not self.gate(
+        ) and not self.await_approval(
             "canary:promotion", "all steps passed: waiting for approval to promote"
         ):
             return
@@ -528,13 +518,15 @@ class _Tick:
                 Automation.BEFORE_PROMOTION,
                 Automation.EVERY_STEP,
             )
-            if needs_human and not self.gate(
+            if needs_human and not self.await_approval(
                 "preview:promotion", "preview passed: waiting for approval to switch"
             ):
                 return
         self.enter_stage(Stage.POST_PROMOTION)
         self.set_traffic(100, 0)
-        s.scale_down_at = ts(self.now + timedelta(seconds=parse_duration(bg.scale_down_delay)))
+        s.scale_down_at = format_ts(
+            self.now + timedelta(seconds=parse_duration(bg.scale_down_delay))
+        )
         s.phase = Phase.PROMOTING
         s.message = (
             f"switched all traffic to {s.candidate_version}; {s.stable_version} stays warm "
@@ -598,7 +590,7 @@ def _explain(r: GateResult) -> str:
     return f"gate {r.metric}: {value} ({limit})"
 
 
-def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
+def _current_checkpoint(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
     if s.stage == Stage.SHADOW:
         return "shadow:end"
     if s.stage == Stage.PREVIEW:
@@ -644,7 +636,7 @@ def decide(
 
     if obs.deleting:
         t.set_traffic(0, 0)
-        if s.phase not in TERMINAL:
+        if not s.phase.is_terminal:
             t.event(
                 EventType.WARNING,
                 "Deleted",
@@ -654,7 +646,7 @@ def decide(
 
     if s.candidate_version != spec.candidate.version:
         if spec.candidate.version == s.stable_version:
-            if s.phase not in TERMINAL or s.candidate_version is None:
+            if not s.phase.is_terminal or s.candidate_version is None:
                 if s.candidate_version and s.candidate_version != s.stable_version:
                     t.retired = (s.candidate_version,)
                 s.candidate_version = spec.candidate.version
@@ -666,18 +658,18 @@ def decide(
             else:
                 s.candidate_version = spec.candidate.version
         else:
-            restarted = s.candidate_version is not None and s.phase not in TERMINAL
+            restarted = s.candidate_version is not None and not s.phase.is_terminal
             t.start_rollout("CandidateReplaced" if restarted else "RolloutStarted")
 
     t.handle_request(obs)
 
-    if s.phase not in TERMINAL:
+    if not s.phase.is_terminal:
         if spec.paused and s.pause_reason != PAUSE_SPEC:
             t.pause(PAUSE_SPEC, "paused by spec.paused")
         elif not spec.paused and s.pause_reason == PAUSE_SPEC:
             t.unpause("spec.paused was cleared")
 
-    if obs.analysis is not None and s.phase not in TERMINAL:
+    if obs.analysis is not None and not s.phase.is_terminal:
         t.take_check(obs.analysis)
 
     if s.pause_reason not in (PAUSE_SPEC, PAUSE_USER):

@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from modelrollout.analysis.source import MetricSource, PrometheusSource
-from modelrollout.api.base import GROUP, PLURAL, VERSION
+from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile
@@ -25,7 +25,7 @@ from modelrollout.operator.reconcile import Adapters, reconcile
 @dataclass
 class RunConfig:
     namespaces: list[str] = field(default_factory=list)
-    prometheus: str = "http://prometheus.monitoring:9090"
+    prometheus: str = DEFAULT_PROMETHEUS_URL
     prometheus_token: str | None = None
     prometheus_basic_auth: tuple[str, str] | None = None
     prometheus_ca: str | None = None

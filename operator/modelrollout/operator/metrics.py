@@ -9,11 +9,11 @@ and whether Prometheus itself answers.
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from modelrollout.api.base import parse_ts
 from modelrollout.api.status import Phase
 from modelrollout.engine import Decision
 
@@ -130,9 +130,9 @@ class OperatorMetrics:
             first = run.get("at")
         last = ledger[-1].get("at") if ledger else None
         if first and last:
-            fmt = "%Y-%m-%dT%H:%M:%SZ"
-            delta = datetime.strptime(last, fmt) - datetime.strptime(first, fmt)
-            self.rollback_seconds.observe(delta.total_seconds())
+            start, end = parse_ts(first), parse_ts(last)
+            if start is not None and end is not None:
+                self.rollback_seconds.observe((end - start).total_seconds())
 
     def _refresh_phases(self) -> None:
         counts = {p.value: 0 for p in Phase}

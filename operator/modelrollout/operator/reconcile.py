@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from modelrollout.analysis.gates import context_for, evaluate
 from modelrollout.analysis.source import MetricSource
-from modelrollout.api.base import GROUP
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec, VersionRef
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
@@ -43,7 +43,6 @@ from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import Names, RouteError, Router
 
-REQUEST_ANNOTATION = f"{GROUP}/request"
 log = logging.getLogger("modelrollout")
 
 
@@ -231,4 +230,4 @@ def _invalid(
     adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
 
 
-__all__ = ["REQUEST_ANNOTATION", "Adapters", "reconcile"]
+__all__ = ["Adapters", "reconcile"]

@@ -19,11 +19,10 @@ from typing import NamedTuple
 
 from modelrollout.analysis import stats
 from modelrollout.analysis.source import MetricSource, Sample, SourceError
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import parse_duration, parse_ts
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import GateResult, ModelRolloutStatus, Stage, Verdict
-from modelrollout.engine.decide import parse_ts
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 

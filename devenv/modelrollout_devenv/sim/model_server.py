@@ -32,7 +32,7 @@ Faults (``GET``/``POST /faults``; ``POST`` merges, ``DELETE`` resets)
                          (one of the other classes or ``UNKNOWN``).
     ``null_rate``        probability to answer ``{"prediction": null}``.
 
-Run: ``python -m modelrollout.devenv.sim.model_server --model fraud-detector
+Run: ``python -m modelrollout_devenv.sim.model_server --model fraud-detector
 --version v2 --port 0 --port-file PATH``. Binds 127.0.0.1 only.
 """
 
@@ -646,7 +646,7 @@ def wait_for_stop(stop: threading.Event, max_seconds: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m modelrollout.devenv.sim.model_server",
+        prog="python -m modelrollout_devenv.sim.model_server",
         description="Serve one simulated model version on 127.0.0.1.",
     )
     p.add_argument("--model", required=True, help="model name (label `model`)")

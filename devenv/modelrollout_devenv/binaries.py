@@ -9,7 +9,8 @@ answer is looked for in this order, per binary:
    it and skip the half-hour build;
 2. the build cache of ``hack/build-binaries.sh``:
    ``${MODELROLLOUT_CACHE:-~/.cache/modelrollout}/bin/<name>-<version>/<name>``,
-   the version read from ``hack/versions.env``; looking up *the pinned version*
+   the version read from ``hack/versions.env`` of the clone (see
+   :func:`repo_root`); looking up *the pinned version*
    (not "any etcd") is what makes a version bump in ``versions.env`` take effect
    instead of silently testing against the old build;
 3. ``$PATH``, for prometheus, kubectl and helm only: these are ordinary tools
@@ -35,6 +36,7 @@ __all__ = [
     "ALL_PARTS",
     "Binaries",
     "MissingBinary",
+    "RepoNotFound",
     "cache_root",
     "crds_dir",
     "find_binaries",
@@ -84,15 +86,59 @@ class MissingBinary(RuntimeError):
         super().__init__(f"{name} not found. Looked in:\n{where}\n{hint}")
 
 
-def repo_root() -> Path:
-    """The clone this package lives in (``devenv/`` → ``modelrollout/`` → ``operator/`` → root)."""
-    return Path(__file__).resolve().parents[3]
+class RepoNotFound(FileNotFoundError):
+    """The clone the local environment works from could not be found.
+
+    A ``FileNotFoundError`` so that callers which already treat an unreadable
+    ``versions.env`` as "version unknown" keep doing so.
+    """
+
+
+#: The file that marks the root of a clone (and pins the versions).
+_MARKER: Final = Path("hack") / "versions.env"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The clone of the modelrollout repository the local environment works from.
+
+    The local environment needs files that are not Python and are not shipped
+    with any wheel: ``hack/versions.env`` (the pinned versions, also read by
+    ``hack/build-binaries.sh``, so it stays the one source of truth) and
+    ``crds/``. Where this package happens to be installed says nothing about
+    where the clone is, so the clone is named, not guessed from ``__file__``:
+
+    1. ``$MODELROLLOUT_REPO``, when set (it must hold ``hack/versions.env``);
+    2. else the nearest folder at or above ``start`` (default: the current
+       directory) that holds ``hack/versions.env``.
+
+    Raises :class:`RepoNotFound` saying both ways out.
+    """
+    override = os.environ.get("MODELROLLOUT_REPO")
+    if override:
+        root = Path(override).expanduser().resolve()
+        if (root / _MARKER).is_file():
+            return root
+        raise RepoNotFound(
+            f"MODELROLLOUT_REPO={override} is not a modelrollout clone: {root / _MARKER} "
+            "does not exist."
+        )
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / _MARKER).is_file():
+            return folder
+    raise RepoNotFound(
+        f"cannot find the modelrollout clone: no {_MARKER} in {here} or any folder above it. "
+        "Run from inside the clone, or set MODELROLLOUT_REPO=/path/to/the/clone."
+    )
 
 
 def versions_file() -> Path:
-    """``hack/versions.env``; ``MODELROLLOUT_VERSIONS_ENV`` overrides it (installed package)."""
+    """``hack/versions.env`` of the clone; ``MODELROLLOUT_VERSIONS_ENV`` overrides it.
+
+    Raises :class:`RepoNotFound` when neither the override nor a clone is found.
+    """
     override = os.environ.get("MODELROLLOUT_VERSIONS_ENV")
-    return Path(override) if override else repo_root() / "hack" / "versions.env"
+    return Path(override) if override else repo_root() / _MARKER
 
 
 def read_versions(path: Path | None = None) -> dict[str, str]:
@@ -243,10 +289,14 @@ def find_binaries(need: Iterable[str] | None = None) -> Binaries:
     versions: dict[str, str] | None
     versions_error = ""
     try:
-        versions = read_versions()
+        source = versions_file()
+        versions = read_versions(source)
+    except RepoNotFound as exc:
+        versions = None
+        versions_error = str(exc)
     except OSError as exc:
         versions = None
-        versions_error = f"cannot read {versions_file()}: {exc.strerror or exc}"
+        versions_error = f"cannot read {source}: {exc.strerror or exc}"
 
     paths: dict[str, Path] = {}
     missing: list[MissingBinary] = []

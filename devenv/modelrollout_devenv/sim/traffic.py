@@ -22,7 +22,7 @@ Layout, so that the logic is testable without Kubernetes or sockets:
 * :class:`KubeRouteReader` is the only part that talks to the API server;
 * :class:`TrafficGenerator` does the sending, on threads, bounded in time.
 
-Run: ``python -m modelrollout.devenv.sim.traffic --kubeconfig PATH --namespace NS
+Run: ``python -m modelrollout_devenv.sim.traffic --kubeconfig PATH --namespace NS
 --router gatewayAPI --route NAME --backends '{"svc-v1": "http://127.0.0.1:41001"}'``.
 """
 
@@ -53,7 +53,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from modelrollout.devenv.sim.model_server import (
+from modelrollout_devenv.sim.model_server import (
     FEATURE_NAMES,
     HOST,
     JsonHandler,
@@ -1037,7 +1037,7 @@ def parse_backends(text: str) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m modelrollout.devenv.sim.traffic",
+        prog="python -m modelrollout_devenv.sim.traffic",
         description="Send prediction traffic split and mirrored as a live route object says.",
     )
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to read")

@@ -35,8 +35,8 @@ from typing import Any, NamedTuple, Self
 
 import yaml
 
-from modelrollout.devenv.binaries import find_binaries
-from modelrollout.devenv.procs import (
+from modelrollout_devenv.binaries import find_binaries
+from modelrollout_devenv.procs import (
     ManagedProcess,
     ReadinessError,
     free_port,

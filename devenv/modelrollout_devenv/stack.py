@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelrollout.devenv.cluster import LocalCluster
-from modelrollout.devenv.procs import ManagedProcess, Supervisor, free_port, http_probe, wait_until
-from modelrollout.devenv.prometheus import PrometheusServer, Target
+import modelrollout
+import modelrollout_devenv as devenv_pkg
+from modelrollout_devenv.cluster import LocalCluster
+from modelrollout_devenv.procs import ManagedProcess, Supervisor, free_port, http_probe, wait_until
+from modelrollout_devenv.prometheus import PrometheusServer, Target
 
 
 class TargetRegistry:
@@ -55,9 +57,19 @@ def _python() -> list[str]:
 
 
 def _env() -> dict[str, str]:
+    """The environment of the child processes: both packages importable, as they are here.
+
+    The children run ``-m modelrollout...`` and ``-m modelrollout_devenv...``;
+    with ``PYTHONPATH=operator:devenv`` (a clone, no install) they would find
+    neither from a work dir, so the folders this process imported them from
+    go first on the child's path (harmless when both are installed).
+    """
     env = dict(os.environ)
-    pkg_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    roots = dict.fromkeys(
+        str(Path(pkg.__file__ or "").resolve().parents[1]) for pkg in (modelrollout, devenv_pkg)
+    )
+    roots.update(dict.fromkeys(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p))
+    env["PYTHONPATH"] = os.pathsep.join(roots)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -117,7 +129,7 @@ class ModelStack:
             port_file.unlink(missing_ok=True)
             argv = [
                 *_python(),
-                "modelrollout.devenv.sim.model_server",
+                "modelrollout_devenv.sim.model_server",
                 "--model", self.model, "--version", version,
                 "--port", "0", "--port-file", str(port_file),
                 "--seed", str(self.seed * 100 + i),
@@ -143,7 +155,7 @@ class ModelStack:
         backends = {self.service(v): u for v, u in self.urls.items()}
         argv = [
             *_python(),
-            "modelrollout.devenv.sim.traffic",
+            "modelrollout_devenv.sim.traffic",
             "--kubeconfig", str(self.cluster.kubeconfig),
             "--namespace", self.namespace,
             "--router", self.router, "--route", self.route,

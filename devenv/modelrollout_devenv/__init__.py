@@ -7,10 +7,10 @@ Prometheus scraping the targets you give it. Binaries are found by
 :func:`find_binaries` (``make binaries`` builds them).
 """
 
-from modelrollout.devenv.binaries import Binaries, MissingBinary, find_binaries, read_versions
-from modelrollout.devenv.cluster import KubectlError, LocalCluster
-from modelrollout.devenv.procs import ReadinessError, free_port
-from modelrollout.devenv.prometheus import PrometheusServer, Target
+from modelrollout_devenv.binaries import Binaries, MissingBinary, find_binaries, read_versions
+from modelrollout_devenv.cluster import KubectlError, LocalCluster
+from modelrollout_devenv.procs import ReadinessError, free_port
+from modelrollout_devenv.prometheus import PrometheusServer, Target
 
 __all__ = [
     "Binaries",

@@ -26,7 +26,7 @@ What kwok v0.8.0 needs, found by reading its source (``pkg/kwok/cmd/root.go``,
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake``, so kwok
   only touches nodes that say they are fake (the nodes from :func:`fake_node`).
 - **No default config from ``$HOME``**: kwok also loads ``~/.kwok/kwok.yaml`` if
-  it exists; :class:`~modelrollout.devenv.cluster.LocalCluster` runs kwok with
+  it exists; :class:`~modelrollout_devenv.cluster.LocalCluster` runs kwok with
   ``HOME`` set to its work dir so a developer's own kwok config cannot change
   what the tests see.
 """

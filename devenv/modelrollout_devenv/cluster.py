@@ -44,10 +44,10 @@ from typing import Any, Self
 
 import yaml
 
-from modelrollout.devenv import kwok
-from modelrollout.devenv.binaries import Binaries, crds_dir, find_binaries
-from modelrollout.devenv.pki import FRONT_PROXY_CLIENT, Pki, ensure_pki
-from modelrollout.devenv.procs import (
+from modelrollout_devenv import kwok
+from modelrollout_devenv.binaries import Binaries, crds_dir, find_binaries
+from modelrollout_devenv.pki import FRONT_PROXY_CLIENT, Pki, ensure_pki
+from modelrollout_devenv.procs import (
     ManagedProcess,
     Supervisor,
     free_port,
