@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import Sample
 from modelrollout.engine import Event, TrafficIntent, TrafficState
 from modelrollout.operator.reconcile import Adapters, reconcile
@@ -136,3 +137,42 @@ def test_a_spec_the_models_refuse_fails_with_the_reason_in_status_and_an_event()
     assert (kind, ekind, reason) == ("status", "event", "InvalidSpec")
     assert patch["status"]["phase"] == "Failed"
     assert "spec.strategy.canary.steps" in patch["status"]["message"]
+
+
+def test_an_address_the_policy_refuses_fails_the_rollout_before_anything_is_asked() -> None:
+    # Given an operator whose policy refuses the address the rollout names
+    journal, _, adapters, body = setup()
+    asked: list[str | None] = []
+
+    def source_for(address: str | None) -> FakeSource | Refused:
+        asked.append(address)
+        return Refused("analysis.prometheus.address 'http://trap' is not allowed")
+
+    adapters.source_for = source_for
+    body["spec"]["analysis"]["prometheus"] = {"address": "http://trap"}
+    # When it reconciles
+    assert reconcile(body, adapters) is None
+    # Then nothing routed, the status says why, with the condition and a Warning Event
+    (kind, patch), (ekind, reason) = journal.calls
+    assert (kind, ekind, reason) == ("status", "event", "PrometheusNotAllowed")
+    status = patch["status"]
+    assert status["phase"] == "Failed"
+    assert "not allowed" in status["message"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PrometheusNotAllowed")
+    assert asked == ["http://trap"]
+    # and the next tick writes nothing more
+    follow(body, journal)
+    journal.calls.clear()
+    reconcile(body, adapters)
+    assert journal.calls == []
+
+
+def test_a_deletion_asks_no_policy_and_sends_traffic_back_to_stable() -> None:
+    journal, router, adapters, body = setup()
+    reconcile(body, adapters)
+    follow(body, journal)
+    journal.calls.clear()
+    adapters.source_for = lambda _: Refused("refused")
+    reconcile(body, adapters, deleting=True)
+    assert router.state == TrafficState(0, 0)

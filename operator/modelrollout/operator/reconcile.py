@@ -3,7 +3,10 @@
 This is the whole shell around the pure engine, free of kopf so it can be
 driven directly in tests. The order is fixed:
 
-1. parse the spec (a bad one becomes a Failed status with the reason);
+1. parse the spec (a bad one becomes a Failed status with the reason), and ask the
+   operator's Prometheus policy about the address it names: an address the
+   cluster admin did not allow is refused the same way, before any request is
+   made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
 3. run the gates if a check is due;
 4. ``engine.decide``;
@@ -24,9 +27,10 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from modelrollout.analysis.gates import context_for, evaluate
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
-from modelrollout.api.spec import ModelRolloutSpec, VersionRef
+from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
@@ -41,7 +45,8 @@ from modelrollout.engine import (
 )
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
-from modelrollout.traffic.base import Names, RouteError, Router
+from modelrollout.traffic.base import RouteError, Router, Versions
+from modelrollout.traffic.registry import ROUTERS
 
 log = logging.getLogger("modelrollout")
 
@@ -58,8 +63,10 @@ class EventSink(Protocol):
 class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
 
-    routers: dict[str, Router]
-    source_for: Callable[[str | None], MetricSource]
+    routers: dict[str, Router[Any]]
+    source_for: Callable[[str | None], MetricSource | Refused]
+    """The source for a rollout's ``analysis.prometheus.address`` (None: the default), or
+    the operator's refusal of that address, as a value."""
     status: StatusWriter
     events: EventSink
     clock: Callable[[], datetime] = field(
@@ -74,44 +81,10 @@ def names_for(
     stable_version: str,
     candidate_version: str | None,
     retired: tuple[str, ...] = (),
-) -> Names:
-    """Service and Deployment names of the versions in play, from the spec's templates."""
-
-    def ref(version: str) -> VersionRef:
-        if spec.candidate.version == version:
-            return spec.candidate
-        if spec.stable is not None and spec.stable.version == version:
-            return spec.stable
-        return VersionRef(version=version)
-
-    routing = spec.traffic_routing
-    if routing.gateway_api is not None:
-        obj, section, port = (
-            routing.gateway_api.http_route,
-            routing.gateway_api.rule,
-            routing.gateway_api.port,
-        )
-    elif routing.istio is not None:
-        obj, section, port = routing.istio.virtual_service, routing.istio.route, routing.istio.port
-    else:
-        assert routing.service is not None
-        obj, section, port = routing.service.name, None, None
-    return Names(
-        namespace=namespace,
-        object_name=obj,
-        stable=spec.service_for(ref(stable_version)),
-        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
-        retired=tuple(spec.service_for(ref(v)) for v in retired),
-        section=section,
-        port=port,
-        stable_version=stable_version,
-        candidate_version=candidate_version,
-        stable_workload=spec.deployment_for(ref(stable_version)),
-        candidate_workload=spec.deployment_for(ref(candidate_version))
-        if candidate_version
-        else None,
-        version_label=routing.service.version_label if routing.service else "version",
-    )
+) -> object:
+    """The route and the versions in play, as the spec's router builds and alone reads them."""
+    versions = Versions(stable_version, candidate_version, retired)
+    return ROUTERS[spec.traffic_routing.kind].names(spec, namespace=namespace, versions=versions)
 
 
 def _prior_versions(
@@ -127,7 +100,7 @@ def _prior_versions(
 def reconcile(
     body: dict[str, Any], adapters: Adapters, *, deleting: bool = False
 ) -> Decision | None:
-    """One reconcile. Returns the decision (None when the spec cannot be read)."""
+    """One reconcile. Returns the decision (None when the spec is refused)."""
     started = time.monotonic()
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -141,6 +114,15 @@ def reconcile(
     except ValidationError as exc:
         _invalid(body, adapters, status, generation, now, _validation_message(exc))
         return None
+    source: MetricSource | None = None
+    if not deleting:
+        # Before anything else, so a refused address is never asked a thing. A deletion
+        # asks no one; it must still send traffic back to stable.
+        answer = adapters.source_for(spec.analysis.prometheus.address)
+        if isinstance(answer, Refused):
+            _invalid(body, adapters, status, generation, now, answer.message, answer.reason)
+            return None
+        source = answer
 
     router = adapters.routers[spec.traffic_routing.kind]
     stable, candidate = _prior_versions(spec, status)
@@ -154,9 +136,18 @@ def reconcile(
 
     results = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and not deleting:
-        ctx = context_for(spec, status, namespace=namespace, now=now)
-        source = adapters.source_for(spec.analysis.prometheus.address)
+    if p.check_due and traffic_error is None and source is not None:
+        # The plan's versions and stage: what this check measures, which the status
+        # may not say yet (a check due as a stage begins).
+        ctx = context_for(
+            spec,
+            status,
+            namespace=namespace,
+            now=now,
+            candidate_version=p.candidate_version,
+            stable_version=p.stable_version,
+            stage=p.stage or "",
+        )
         results = evaluate(list(p.gates), source, ctx)
 
     obs = Observations(
@@ -191,7 +182,9 @@ def reconcile(
     return decision
 
 
-def _apply(router: Router, spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent) -> None:
+def _apply(
+    router: Router[Any], spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent
+) -> None:
     names = names_for(
         spec, namespace, intent.stable_version, intent.candidate_version, intent.retired_versions
     )
@@ -213,8 +206,14 @@ def _invalid(
     generation: int,
     now: datetime,
     message: str,
+    reason: str = "InvalidSpec",
 ) -> None:
-    """A spec the models refuse: Failed, with the reason where the user looks."""
+    """A spec the operator refuses: Failed, with the reason where the user looks.
+
+    The Event and the Ready/Stalled conditions carry ``reason`` (``InvalidSpec``,
+    ``PrometheusNotAllowed``), so tools tell a typo from a policy refusal. Traffic is
+    not touched: what the route holds stays; a fixed spec (or ``retry``) goes on.
+    """
     if status.phase == Phase.FAILED and status.message == message:
         return
     new = status.model_copy(deep=True)
@@ -222,12 +221,15 @@ def _invalid(
     new.message = message
     new.observed_generation = generation
     set_conditions(new, Observations(generation=generation), now, drift=False)
+    for cond in new.conditions:
+        if cond.type in ("Ready", "Stalled"):
+            cond.reason = reason
     raw = body.get("status") or {}
     meta = body["metadata"]
     adapters.status.patch_status(
         meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
     )
-    adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
+    adapters.events.emit(body, Event(EventType.WARNING, reason, message))
 
 
 __all__ = ["Adapters", "reconcile"]
