@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from modelrollout.devenv import manifests as m
+
+from modelrollout_devenv import manifests as m
 
 from .world import World
 

@@ -8,9 +8,11 @@ and what a user reads for each state.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 
 from modelrollout.analysis import source
 from modelrollout.api.base import format_ts, parse_ts
@@ -185,54 +187,42 @@ def test_status_timestamps_are_utc_to_the_second(moment: datetime, text: str) ->
 # ------------------------------------------------------------------------ prometheus
 
 
-class FakeAnswer:
-    status_code = 200
-
-    def json(self) -> dict[str, Any]:
-        series = [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
-        return {"status": "success", "data": {"resultType": "matrix", "result": series}}
-
-
-class FakeClient:
-    """The HTTP session: answers a range query with one series, or fails as a down
-    Prometheus does (connection refused)."""
+class FakeSession:
+    """Answers a range query with one series, or fails as a down Prometheus does."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.asked: list[dict[str, Any]] = []
+        self.asked: list[dict[str, str]] = []
 
-    def get(self, url: str, *, params: dict[str, str], **_: Any) -> FakeAnswer:
+    def get(self, url: str, *, params: dict[str, str], **_: Any) -> SimpleNamespace:
         self.asked.append(params)
         if self.fail:
-            import requests
-
             raise requests.ConnectionError("[Errno 111] Connection refused")
-        return FakeAnswer()
+        matrix = [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
+        body = {"status": "success", "data": {"resultType": "matrix", "result": matrix}}
+        return SimpleNamespace(status_code=200, json=lambda: body)
+
+
+def prometheus(session: FakeSession) -> source.PrometheusSource:
+    src = source.PrometheusSource("http://prometheus.test:9090")
+    src._session = session  # type: ignore[assignment]
+    return src
 
 
 def test_a_range_series_keeps_its_times_and_drops_nan() -> None:
-    src = source.PrometheusSource("http://prometheus.test:9090")
-    src._session = FakeClient()  # type: ignore[assignment]
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    (series,) = src.series("up", start=start, end=NOW, step=15)
+    (series,) = prometheus(FakeSession()).series("up", start=start, end=NOW, step=15)
     assert series == [(start, 0.25)]
 
 
-def test_the_report_warns_per_gate_when_prometheus_is_down(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    client = FakeClient(fail=True)
-    real_init = source.PrometheusSource.__init__
-
-    def init(self: source.PrometheusSource, url: str, **kw: Any) -> None:
-        real_init(self, url, **kw)
-        self._session = client
-
-    monkeypatch.setattr(source.PrometheusSource, "__init__", init)
+def test_the_report_warns_per_gate_when_prometheus_is_down() -> None:
+    session = FakeSession(fail=True)
     obj = rollout()
     obj["spec"]["analysis"]["metrics"] = [{"name": "p99", "query": "up", "max": 1}]
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    series, warnings = report.prometheus_series(obj, "http://prometheus.test:9090", start, NOW)
-    assert series == {}
-    assert warnings == ["gate p99: prometheus at http://prometheus.test:9090: connection refused"]
-    assert client.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes
+    gathered = report.prometheus_series(obj, prometheus(session), start, NOW)
+    assert gathered.series == {}
+    assert gathered.warnings == [
+        "gate p99: prometheus at http://prometheus.test:9090: connection refused"
+    ]
+    assert session.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes

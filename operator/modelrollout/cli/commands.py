@@ -502,6 +502,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``report``: PNG and/or HTML from the object's own history and ledger."""
+    from modelrollout.analysis.source import PrometheusSource
     from modelrollout.cli import report
 
     report.require_matplotlib()
@@ -511,10 +512,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     timeline = view.build_timeline(obj, now)
     if args.prometheus and timeline.traffic:
         start = min(t for t, _, _ in timeline.traffic)
-        series, warnings = report.prometheus_series(obj, args.prometheus, start, timeline.end)
-        timeline.prometheus = series
+        gathered = report.prometheus_series(
+            obj, PrometheusSource(args.prometheus), start, timeline.end
+        )
+        timeline.prometheus = gathered.series
+        timeline.notes = gathered.notes
         timeline.prometheus_url = args.prometheus
-        for warning in warnings:
+        for warning in gathered.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     for path in report.write_report(obj, args.output, now, timeline):
         print(f"wrote {path}")

@@ -783,6 +783,16 @@ class GatePoint:
     max: float | None
 
 
+@dataclass(frozen=True)
+class GateSeries:
+    """One series from Prometheus in a gate's panel (``report --prometheus``)."""
+
+    label: str
+    points: list[tuple[datetime, float]]
+    same_scale: bool = True
+    """The gate's own value (drawn against its limits); else on a second axis."""
+
+
 @dataclass
 class Timeline:
     """What the report draws, already in plotting form."""
@@ -794,8 +804,10 @@ class Timeline:
     """Where the last traffic step ends: now while in progress, else the last entry."""
     gates: dict[str, list[GatePoint]]
     markers: list[Marker]
-    prometheus: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
-    """Each gate's query over the whole timeline, when ``--prometheus`` was given."""
+    prometheus: dict[str, list[GateSeries]] = field(default_factory=dict)
+    """Each gate's queries over the whole timeline, when ``--prometheus`` was given."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per gate: what ``--prometheus`` could not draw, and why."""
     prometheus_url: str | None = None
 
 

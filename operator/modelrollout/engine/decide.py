@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from modelrollout.api.base import format_ts, parse_duration
-from modelrollout.api.base import parse_ts as parse_ts  # analysis.ml_gates imports it from here
+from modelrollout.api.base import format_ts, parse_duration, parse_ts
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (

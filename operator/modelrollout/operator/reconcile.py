@@ -26,8 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import previous_results, stage_seconds
+from modelrollout.analysis.gates import context_for, evaluate
 from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
@@ -138,15 +137,16 @@ def reconcile(
     results = None
     p = plan(spec, status, now)
     if p.check_due and traffic_error is None and source is not None:
-        ctx = GateContext(
-            model=spec.model,
+        # The plan's versions and stage: what this check measures, which the status
+        # may not say yet (a check due as a stage begins).
+        ctx = context_for(
+            spec,
+            status,
             namespace=namespace,
-            candidate_version=p.candidate_version or "",
-            stable_version=p.stable_version or "",
-            interval=spec.analysis.interval,
+            now=now,
+            candidate_version=p.candidate_version,
+            stable_version=p.stable_version,
             stage=p.stage or "",
-            stage_seconds=stage_seconds(status, now),
-            previous=previous_results(status),
         )
         results = evaluate(list(p.gates), source, ctx)
 
