@@ -75,6 +75,12 @@ class GateResult(ApiModel):
     reason: str | None = None
     samples: float | None = None
     needed_samples: float | None = None
+    lower: float | None = None
+    """The lower end of the gate's anytime-valid confidence sequence at this check."""
+    upper: float | None = None
+    """The upper end: Pass when it lies wholly on the good side of the limit."""
+    alpha: float | None = None
+    """The error level of the gate's test (its share of ``falseRollbackBudget``)."""
 
     @property
     def limit_text(self) -> str:

@@ -57,6 +57,8 @@ class GateContext:
     previous: Sequence[GateResult] = ()
     """Results of earlier checks in this stage, newest first: the mSPRT keeps its
     always-valid p-value there."""
+    alpha: float = 0.01
+    """This gate's error level in this stage: its share of ``falseRollbackBudget``."""
 
     def variables(self, role: str = "candidate") -> dict[str, str]:
         version = self.candidate_version if role == "candidate" else self.stable_version
@@ -122,6 +124,7 @@ def context_for(
         stage=stage,
         stage_seconds=stage_seconds(status, now) if seconds_in_stage is None else seconds_in_stage,
         previous=tuple(previous_results(status)),
+        alpha=spec.alpha_per_test(),
     )
 
 
