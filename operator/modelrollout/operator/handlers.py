@@ -17,7 +17,13 @@ import kopf
 
 from modelrollout.analysis.source import MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
-from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
+from modelrollout.operator.kube import (
+    KubeEventSink,
+    KubeStatusWriter,
+    load_config,
+    routers,
+    workloads,
+)
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile
 
@@ -70,6 +76,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         status=KubeStatusWriter(),
         events=KubeEventSink(),
         observe=cfg.metrics.observe,
+        workloads=workloads(),
     )
 
 

@@ -12,6 +12,7 @@ from modelrollout.traffic.base import Router
 from modelrollout.traffic.gateway_api import GatewayAPIRouter
 from modelrollout.traffic.istio import IstioRouter
 from modelrollout.traffic.service import ServiceRouter
+from modelrollout.traffic.workloads import DeploymentScaler
 
 log = logging.getLogger("modelrollout")
 
@@ -39,6 +40,12 @@ def routers() -> dict[str, Router]:
         "istio": IstioRouter(custom),
         "service": ServiceRouter(client.CoreV1Api(), client.AppsV1Api()),
     }
+
+
+def workloads() -> DeploymentScaler:
+    from kubernetes import client
+
+    return DeploymentScaler(client.AppsV1Api())
 
 
 class KubeStatusWriter:

@@ -5,11 +5,12 @@ driven directly in tests. The order is fixed:
 
 1. parse the spec (a bad one becomes a Failed status with the reason);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due;
+3. run the gates if a check is due, and read the Deployments a scale-down needs;
 4. ``engine.decide``;
-5. make the route hold the decision's traffic intent;
-6. one status merge patch, skipped when nothing changed;
-7. Events, after the patch has landed.
+5. scale Deployments as decided (a restore comes before traffic returns);
+6. make the route hold the decision's traffic intent;
+7. one status merge patch, skipped when nothing changed;
+8. Events, after the patch has landed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
-from modelrollout.api.spec import ModelRolloutSpec, VersionRef
+from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
@@ -43,6 +44,7 @@ from modelrollout.engine import (
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import Names, RouteError, Router
+from modelrollout.traffic.workloads import WorkloadError, Workloads
 
 log = logging.getLogger("modelrollout")
 
@@ -67,6 +69,8 @@ class Adapters:
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    workloads: Workloads | None = None
+    """Deployments to scale (blue-green's old version); None: the operator scales nothing."""
 
 
 def names_for(
@@ -77,13 +81,7 @@ def names_for(
     retired: tuple[str, ...] = (),
 ) -> Names:
     """Service and Deployment names of the versions in play, from the spec's templates."""
-
-    def ref(version: str) -> VersionRef:
-        if spec.candidate.version == version:
-            return spec.candidate
-        if spec.stable is not None and spec.stable.version == version:
-            return spec.stable
-        return VersionRef(version=version)
+    ref = spec.version_ref
 
     routing = spec.traffic_routing
     if routing.gateway_api is not None:
@@ -169,6 +167,16 @@ def reconcile(
         source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(list(p.gates), source, ctx)
 
+    replicas = None
+    if p.read_replicas and adapters.workloads is not None and not deleting:
+        try:
+            replicas = {
+                v: adapters.workloads.replicas(namespace, spec.deployment_for(spec.version_ref(v)))
+                for v in p.read_replicas
+            }
+        except WorkloadError as exc:
+            log.warning("%s/%s: %s", namespace, name, exc)
+
     obs = Observations(
         generation=generation,
         request=Request.parse((meta.get("annotations") or {}).get(REQUEST_ANNOTATION)),
@@ -176,8 +184,19 @@ def reconcile(
         traffic=traffic,
         traffic_error=traffic_error,
         deleting=deleting,
+        replicas=replicas,
     )
     decision = decide(spec, status, obs, now)
+
+    if decision.scale and adapters.workloads is not None:
+        try:
+            for version, count in decision.scale.items():
+                deployment = spec.deployment_for(spec.version_ref(version))
+                adapters.workloads.scale(namespace, deployment, count)
+        except WorkloadError as exc:
+            # As with the route: nothing is recorded as done that was not.
+            log.warning("%s/%s: %s", namespace, name, exc)
+            return decision
 
     if decision.traffic is not None:
         intent = decision.traffic
