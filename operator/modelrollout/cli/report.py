@@ -54,6 +54,8 @@ MARKER_COLORS = {
     "Promoted": "#2ca02c",
     "RolledBack": "#d62728",
     "Aborted": "#d62728",
+    "Undone": "#d62728",
+    "ScaledDown": "#7f7f7f",
 }
 VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
 
