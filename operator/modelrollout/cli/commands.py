@@ -184,8 +184,8 @@ def parse_timeout(text: str) -> float:
 # --------------------------------------------------------------------------- parsers
 
 
-def add_parsers(sub: Any) -> None:
-    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+def common_flags() -> argparse.ArgumentParser:
+    """--kubeconfig, --context and -n, which every plugin command takes (as a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
@@ -194,6 +194,12 @@ def add_parsers(sub: Any) -> None:
     common.add_argument(
         "-n", "--namespace", help="namespace (default: the context's namespace, else default)"
     )
+    return common
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+    common = common_flags()
 
     p = sub.add_parser(
         "list",
