@@ -425,12 +425,22 @@ def test_bad_values_are_refused(values: Obj, error: str, tmp_path: Path) -> None
 
 
 def test_routers_can_be_left_out_of_rbac(tmp_path: Path) -> None:
-    values = {"rbac": {"trafficRouters": {"istio": False, "service": False}}}
+    values = {"rbac": {"trafficRouters": {"istio": False, "service": False}, "scaleDown": False}}
     table = rules_table(one(render(tmp_path, values), "ClusterRole"))
     assert ("networking.istio.io", "virtualservices") not in table
     assert ("", "services") not in table
     assert ("apps", "deployments") not in table
     assert ("gateway.networking.k8s.io", "httproutes") in table
+
+
+def test_blue_green_scale_down_needs_deployment_scale_without_the_service_router(
+    tmp_path: Path,
+) -> None:
+    values = {"rbac": {"trafficRouters": {"service": False}}}
+    table = rules_table(one(render(tmp_path, values), "ClusterRole"))
+    assert ("", "services") not in table
+    assert table[("apps", "deployments")] == {"get"}
+    assert table[("apps", "deployments/scale")] == {"patch"}
 
 
 def test_rbac_and_service_account_can_be_brought_by_the_user(tmp_path: Path) -> None:

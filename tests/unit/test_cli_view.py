@@ -81,6 +81,18 @@ def test_a_gate_line_shows_samples_against_the_samples_needed() -> None:
             None,
             id="succeeded-needs-nobody",
         ),
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "stage": "rollbackWindow",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:05:00Z",
+                "pauseReason": None,
+                "awaitingApproval": None,
+            },
+            "back to v1 until 2026-03-01T12:05:00Z with: kubectl modelrollout undo fraud",
+            id="succeeded-in-the-rollback-window",
+        ),
     ],
 )
 def test_the_next_action_is_the_command_to_type(status: dict[str, Any], action: str | None) -> None:
@@ -226,3 +238,22 @@ def test_the_report_warns_per_gate_when_prometheus_is_down() -> None:
         "gate p99: prometheus at http://prometheus.test:9090: connection refused"
     ]
     assert session.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes
+
+
+def test_an_undone_rollout_ends_as_undone_in_history() -> None:
+    status = {
+        "phase": "RolledBack",
+        "history": [
+            {"at": "2026-03-01T12:00:00Z", "reason": "RolloutStarted", "candidateVersion": "v2"},
+            {"at": "2026-03-01T12:05:00Z", "reason": "Promoted", "candidateVersion": "v2"},
+            {
+                "at": "2026-03-01T12:07:00Z",
+                "reason": "Undone",
+                "candidateVersion": "v2",
+                "message": "undone after promotion: all traffic back on v1",
+            },
+        ],
+    }
+    (record,) = view.group_history(status, datetime(2026, 3, 1, 12, 10, tzinfo=UTC))
+    assert (record.outcome, record.duration_seconds) == ("Undone", 420)
+    assert record.reason == "undone after promotion: all traffic back on v1"

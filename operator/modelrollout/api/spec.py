@@ -292,6 +292,12 @@ class ModelRolloutSpec(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis)
     automation: Automation = Field(default=Automation.FULL)
     paused: bool = Field(default=False, description="Hold the rollout where it is.")
+    rollback_window: Duration | None = Field(
+        default=None,
+        description="How long after a promotion the previous version stays deployed and "
+        "routable, so `kubectl modelrollout undo` (or a failed gate that lists the stage "
+        "rollbackWindow) sends all traffic back to it in one route write. Default: no window.",
+    )
 
     @model_validator(mode="after")
     def _router_supports_strategy(self) -> ModelRolloutSpec:
@@ -313,6 +319,13 @@ class ModelRolloutSpec(ApiModel):
         """Each (gate, stage) test's share of ``analysis.falseRollbackBudget`` (Bonferroni)."""
         budget = self.analysis.false_rollback_budget
         return budget / self.analysis.tests_per_rollout(self.stages())
+
+    def version_ref(self, version: str) -> VersionRef:
+        """The spec's own reference to a version (with its names), else a bare one."""
+        for ref in (self.candidate, self.stable):
+            if ref is not None and ref.version == version:
+                return ref
+        return VersionRef(version=version)
 
     def service_for(self, ref: VersionRef) -> str:
         return ref.service or self.service_template.format(model=self.model, version=ref.version)

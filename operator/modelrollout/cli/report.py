@@ -61,6 +61,8 @@ MARKER_COLORS = {
     "Promoted": "#2ca02c",
     "RolledBack": "#d62728",
     "Aborted": "#d62728",
+    "Undone": "#d62728",
+    "ScaledDown": "#7f7f7f",
 }
 #: Series related to a gate but not its value (own axis): compared metrics, per version.
 OTHER_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]

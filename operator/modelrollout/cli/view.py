@@ -455,6 +455,11 @@ def next_action(obj: Obj) -> str | None:
         return f"resume with: kubectl modelrollout resume {name}"
     if phase in STOPPED_PHASES:
         return f"start this candidate again with: kubectl modelrollout retry {name}"
+    if phase == Phase.SUCCEEDED and status.get("stage") == Stage.ROLLBACK_WINDOW:
+        return (
+            f"back to {status.get('previousStableVersion')} until {status.get('undoUntil')} "
+            f"with: kubectl modelrollout undo {name}"
+        )
     return None
 
 
@@ -658,6 +663,7 @@ OUTCOME_REASONS = {
     "Aborted": "Aborted",
     "Invalid": "Failed",
     "UpToDate": "UpToDate",
+    "Undone": "Undone",
 }
 
 
@@ -762,6 +768,8 @@ MARKER_REASONS = frozenset(
         "Promoted",
         "RolledBack",
         "Aborted",
+        "Undone",
+        "ScaledDown",
     }
 )
 

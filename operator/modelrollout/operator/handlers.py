@@ -18,7 +18,13 @@ import kopf
 from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy, Refused
 from modelrollout.analysis.source import MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
-from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
+from modelrollout.operator.kube import (
+    KubeEventSink,
+    KubeStatusWriter,
+    load_config,
+    routers,
+    workloads,
+)
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile
 
@@ -99,6 +105,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         status=KubeStatusWriter(),
         events=KubeEventSink(),
         observe=cfg.metrics.observe,
+        workloads=workloads(),
     )
 
 

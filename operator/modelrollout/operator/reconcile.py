@@ -8,11 +8,12 @@ driven directly in tests. The order is fixed:
    cluster admin did not allow is refused the same way, before any request is
    made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due;
+3. run the gates if a check is due, and read the Deployments a scale-down needs;
 4. ``engine.decide``;
-5. make the route hold the decision's traffic intent;
-6. one status merge patch, skipped when nothing changed;
-7. Events, after the patch has landed.
+5. scale Deployments as decided (a restore comes before traffic returns);
+6. make the route hold the decision's traffic intent;
+7. one status merge patch, skipped when nothing changed;
+8. Events, after the patch has landed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import RouteError, Router, Versions
 from modelrollout.traffic.registry import ROUTERS
+from modelrollout.traffic.workloads import WorkloadError, Workloads
 
 log = logging.getLogger("modelrollout")
 
@@ -73,6 +75,8 @@ class Adapters:
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    workloads: Workloads | None = None
+    """Deployments to scale (blue-green's old version); None: the operator scales nothing."""
 
 
 def names_for(
@@ -150,6 +154,16 @@ def reconcile(
         )
         results = evaluate(list(p.gates), source, ctx)
 
+    replicas = None
+    if p.read_replicas and adapters.workloads is not None and not deleting:
+        try:
+            replicas = {
+                v: adapters.workloads.replicas(namespace, spec.deployment_for(spec.version_ref(v)))
+                for v in p.read_replicas
+            }
+        except WorkloadError as exc:
+            log.warning("%s/%s: %s", namespace, name, exc)
+
     obs = Observations(
         generation=generation,
         request=Request.parse((meta.get("annotations") or {}).get(REQUEST_ANNOTATION)),
@@ -157,8 +171,19 @@ def reconcile(
         traffic=traffic,
         traffic_error=traffic_error,
         deleting=deleting,
+        replicas=replicas,
     )
     decision = decide(spec, status, obs, now)
+
+    if decision.scale and adapters.workloads is not None:
+        try:
+            for version, count in decision.scale.items():
+                deployment = spec.deployment_for(spec.version_ref(version))
+                adapters.workloads.scale(namespace, deployment, count)
+        except WorkloadError as exc:
+            # As with the route: nothing is recorded as done that was not.
+            log.warning("%s/%s: %s", namespace, name, exc)
+            return decision
 
     if decision.traffic is not None:
         intent = decision.traffic
