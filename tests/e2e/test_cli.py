@@ -361,7 +361,7 @@ def test_status_shows_strategy_gates_conditions_and_events(
     assert "candidate v2 20%" in out
     gate = next(line for line in out.splitlines() if line.startswith("p99-latency"))
     assert gate.split()[:6] == ["p99-latency", "0.62", "<=", "0.5", "1200/500", "Fail"]
-    assert "1 failed (rollback at 2)" in out  # failureLimit defaulted by the CRD
+    assert "1 failed (rollback at 1)" in out  # failureLimit defaulted by the CRD (1)
     assert re.search(r"Reconciling\s+True\s+Progressing", out)
     assert re.search(r"Warning\s+AnalysisFailed\s+gate p99-latency", out)
 
