@@ -20,7 +20,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 # .dockerignore keeps the context to pyproject.toml, operator/ and the docs
-# pyproject.toml names; the wheel needs nothing else.
+# pyproject.toml names; the wheel needs nothing else. The local environment
+# (devenv/, the modelrollout-devenv distribution) is never in the context, and
+# the `report` extra (matplotlib) is not installed: the operator never draws.
 COPY . .
 
 # The operator's own wheel (no dependencies: those are the next step) ...
@@ -38,15 +40,14 @@ LABEL org.opencontainers.image.title="modelrollout-operator" \
       org.opencontainers.image.version="${VERSION}"
 
 # The root filesystem is read-only in the pod (the chart mounts an emptyDir on
-# /tmp): HOME and matplotlib's cache go there; no .pyc is written at run time
-# (pip compiled them at install).
+# /tmp): HOME goes there; no .pyc is written at run time (pip compiled them at
+# install).
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/modelrollout/bin:$PATH \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp
 
 # A named user with a fixed uid/gid, so that tools that look the user up
 # (getpass, kopf's peer identity outside a pod) find one.

@@ -5,15 +5,16 @@ SHELL := /usr/bin/env bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/modelrollout
 export MODELROLLOUT_CACHE := $(CACHE)
-export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
+# The product (operator/) and the local environment (devenv/), importable with no install.
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/devenv$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
-install: ## Install the package, its dev tools and Debian's prometheus and lua
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+install: ## Install the product (with the report extra), the local environment (modelrollout-dev), the dev tools, and Debian's prometheus and lua
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,report]' -e devenv
 	@bash hack/install-system-deps.sh
 
 .PHONY: binaries
@@ -26,16 +27,16 @@ crds: ## Generate crds/ (and the chart's copy) from the pydantic models
 	@if [ -x hack/sync-chart-crds.sh ]; then bash hack/sync-chart-crds.sh; fi
 
 .PHONY: lint
-lint: ## ruff (format and lint), mypy --strict, and the import contracts that keep the engine pure
-	ruff format --check operator tests
-	ruff check operator tests
+lint: ## ruff (format and lint), mypy --strict (product and devenv), and the import contracts (pure engine; the product never imports devenv)
+	ruff format --check operator devenv tests
+	ruff check operator devenv tests
 	mypy
 	lint-imports
 
 .PHONY: fmt
 fmt: ## Format the code
-	ruff format operator tests
-	ruff check --fix operator tests
+	ruff format operator devenv tests
+	ruff check --fix operator devenv tests
 
 .PHONY: unit
 unit: ## Unit, table and property tests only (no cluster)
@@ -51,11 +52,11 @@ test: install binaries ## Every test: unit, property and end-to-end (builds or r
 
 .PHONY: demo
 demo: install binaries ## Start a local cluster and Prometheus, run two rollouts (one good, one regressed), tear down
-	$(PYTHON) -m modelrollout.cli.main dev demo
+	$(PYTHON) -m modelrollout_devenv demo
 
 .PHONY: up
 up: install binaries ## Start the local environment and keep it running (Ctrl-C tears it down)
-	$(PYTHON) -m modelrollout.cli.main dev up
+	$(PYTHON) -m modelrollout_devenv up
 
 .PHONY: study
 study: install binaries ## The gate simulation study (about 20 minutes); numbers go to docs/analysis.md
@@ -67,6 +68,6 @@ bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 
 .PHONY: clean
 clean: ## Remove build leftovers in the clone (the binary cache in ~/.cache stays)
-	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf build dist *.egg-info devenv/build devenv/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 -include hack/kind.mk

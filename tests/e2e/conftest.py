@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from modelrollout.devenv import LocalCluster, MissingBinary, PrometheusServer
+from modelrollout_devenv import LocalCluster, MissingBinary, PrometheusServer
 
 if TYPE_CHECKING:
-    from modelrollout.devenv.stack import TargetRegistry
+    from modelrollout_devenv.stack import TargetRegistry
 
     from .world import World
 
@@ -160,7 +160,7 @@ def _keep_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def targets(cluster: LocalCluster, prometheus: PrometheusServer) -> TargetRegistry:
     """Our CRD installed, and one Prometheus shared by every test's model servers."""
-    from modelrollout.devenv.stack import TargetRegistry
+    from modelrollout_devenv.stack import TargetRegistry
 
     from .world import CRD
 

@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from modelrollout.devenv import (
+from modelrollout_devenv import (
     KubectlError,
     LocalCluster,
     MissingBinary,
@@ -30,7 +30,7 @@ from modelrollout.devenv import (
     free_port,
     read_versions,
 )
-from modelrollout.devenv.procs import ProcessExited, Supervisor, tcp_probe
+from modelrollout_devenv.procs import ProcessExited, Supervisor, tcp_probe
 
 
 def _namespace(cluster: LocalCluster, name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.devenv import manifests as m
+from modelrollout_devenv import manifests as m
 
 from .world import World, history
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.stack import wait_for
 from modelrollout.notify.format import DECISIONS, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.stack import wait_for
 
 from .world import World
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.prometheus import Target
-from modelrollout.devenv.stack import wait_for
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.prometheus import Target
+from modelrollout_devenv.stack import wait_for
 
 from .world import ROOT, World, history
 

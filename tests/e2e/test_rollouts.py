@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from modelrollout.cli.main import main
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.stack import wait_for
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.stack import wait_for
 
 from .world import World, history
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.stack import wait_for
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.stack import wait_for
 
 from .world import World
 

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from modelrollout.devenv import LocalCluster, PrometheusServer
-from modelrollout.devenv import manifests as m
-from modelrollout.devenv.stack import ModelStack, OperatorProcess, TargetRegistry, wait_for
+from modelrollout_devenv import LocalCluster, PrometheusServer
+from modelrollout_devenv import manifests as m
+from modelrollout_devenv.stack import ModelStack, OperatorProcess, TargetRegistry, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "modelrollout.io_modelrollouts.yaml"

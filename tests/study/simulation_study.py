@@ -58,17 +58,18 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 import modelrollout
+import modelrollout_devenv as devenv
 from modelrollout.analysis import stats
 from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.source import PrometheusSource
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import GateResult, ModelRolloutStatus, Phase, Verdict
-from modelrollout.devenv.procs import Supervisor, http_probe, wait_until
-from modelrollout.devenv.prometheus import PrometheusServer, Target
-from modelrollout.devenv.sim.model_server import FEATURE_BUCKETS
-from modelrollout.devenv.sim.traffic import Reply, Split, TrafficGenerator
 from modelrollout.engine import Observations, TrafficState, decide
+from modelrollout_devenv.procs import Supervisor, http_probe, wait_until
+from modelrollout_devenv.prometheus import PrometheusServer, Target
+from modelrollout_devenv.sim.model_server import FEATURE_BUCKETS
+from modelrollout_devenv.sim.traffic import Reply, Split, TrafficGenerator
 
 SCENARIOS = ("healthy", "latency", "errors", "drift")
 REGRESSIONS = ("latency", "errors", "drift")
@@ -281,8 +282,10 @@ def build_gates(cfg: Config, p99_max: float) -> list[MetricGate]:
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    root = str(Path(modelrollout.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    roots = [str(Path(pkg.__file__ or "").resolve().parents[1]) for pkg in (modelrollout, devenv)]
+    if env.get("PYTHONPATH"):
+        roots.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(roots)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -413,7 +416,7 @@ def start_servers(spec: RunSpec, env: StudyEnv, sup: Supervisor, work: Path) -> 
         port_file = work / f"{version}.port"
         port_file.unlink(missing_ok=True)
         argv = [
-            sys.executable, "-m", "modelrollout.devenv.sim.model_server",
+            sys.executable, "-m", "modelrollout_devenv.sim.model_server",
             "--model", spec.model, "--version", version,
             "--port", "0", "--port-file", str(port_file),
             "--seed", str(spec.seed * 10 + i),

@@ -19,14 +19,15 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 
-from modelrollout.cli import commands, render, report
+from modelrollout.analysis import source
+from modelrollout.api.base import REQUEST_ANNOTATION
+from modelrollout.cli import commands, render, report, view
 from modelrollout.cli.kube import (
     EXIT_API_ERROR,
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
-    REQUEST_ANNOTATION,
     Call,
     CliError,
     Kube,
@@ -215,7 +216,7 @@ def text_of(renderable: Any) -> str:
      (800 * 86400, "2y")],
 )  # fmt: skip
 def test_ages_read_like_kubectl(seconds: int, shown: str) -> None:
-    assert render.human_age(seconds) == shown
+    assert view.human_age(seconds) == shown
 
 
 @pytest.mark.parametrize(
@@ -223,14 +224,14 @@ def test_ages_read_like_kubectl(seconds: int, shown: str) -> None:
     ["2026-03-01T12:00:00Z", "2026-03-01T12:00:00.123456789Z", "2026-03-01T12:00:00+00:00"],
 )
 def test_api_timestamps_parse_in_every_form(text: str) -> None:
-    parsed = render.parse_time(text)
+    parsed = view.parse_time(text)
     assert parsed is not None
     assert parsed.replace(microsecond=0) == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def test_bad_timestamps_are_none_not_errors() -> None:
-    assert render.parse_time("yesterday") is None
-    assert render.parse_time(None) is None
+    assert view.parse_time("yesterday") is None
+    assert view.parse_time(None) is None
 
 
 # ----------------------------------------------------------------------------- gates
@@ -246,33 +247,33 @@ def test_worst_gate_is_fail_over_inconclusive_over_pass() -> None:
             ]
         }
     }
-    assert render.worst_gate(status) == gate("c", "Fail", 0.6, max_=0.5)
+    assert view.worst_gate(status) == gate("c", "Fail", 0.6, max_=0.5)
     status["lastAnalysis"]["results"].pop()
-    assert (render.worst_gate(status) or {})["metric"] == "b"
+    assert (view.worst_gate(status) or {})["metric"] == "b"
     status["lastAnalysis"]["results"].pop()
-    assert (render.worst_gate(status) or {})["metric"] == "a"
+    assert (view.worst_gate(status) or {})["metric"] == "a"
 
 
 def test_worst_among_equals_is_the_furthest_past_or_closest_to_its_limit() -> None:
     fails = [gate("slightly", "Fail", 0.51, max_=0.5), gate("badly", "Fail", 2.0, max_=0.5)]
-    assert (render.worst_gate({"lastAnalysis": {"results": fails}}) or {})["metric"] == "badly"
+    assert (view.worst_gate({"lastAnalysis": {"results": fails}}) or {})["metric"] == "badly"
     passes = [
         gate("roomy", "Pass", 0.1, max_=0.5),
         {"metric": "tight", "verdict": "Pass", "value": 0.91, "min": 0.9},
     ]
-    assert (render.worst_gate({"lastAnalysis": {"results": passes}}) or {})["metric"] == "tight"
+    assert (view.worst_gate({"lastAnalysis": {"results": passes}}) or {})["metric"] == "tight"
 
 
 def test_no_analysis_means_no_worst_gate() -> None:
-    assert render.worst_gate({}) is None
-    assert render.worst_gate(None) is None
-    assert render.gate_summary(None) == "-"
+    assert view.worst_gate({}) is None
+    assert view.worst_gate(None) is None
+    assert view.gate_summary(None) == "-"
 
 
 def test_gate_summary_shows_value_against_limit() -> None:
-    assert render.gate_summary(gate("p99", "Fail", 0.62, max_=0.5)) == "Fail p99 0.62 (max 0.5)"
+    assert view.gate_summary(gate("p99", "Fail", 0.62, max_=0.5)) == "Fail p99 0.62 (<= 0.5)"
     both = {"metric": "acc", "verdict": "Inconclusive", "min": 0.9, "max": 1}
-    assert render.gate_summary(both) == "Inconclusive acc no data (min 0.9, max 1)"
+    assert view.gate_summary(both) == "Inconclusive acc no data (>= 0.9 and <= 1)"
 
 
 # ------------------------------------------------------------------------------ list
@@ -287,11 +288,11 @@ def test_list_row_has_every_column() -> None:
             "results": [gate("p99", "Pass", 0.3, max_=0.5), gate("err", "Fail", 0.05, max_=0.01)],
         }
     )
-    row = render.list_row(obj, NOW)
+    row = view.list_row(obj, NOW)
     assert (row.namespace, row.name, row.model) == ("risk", "fraud", "fraud-detector")
     assert (row.stable, row.candidate, row.phase, row.stage) == ("v1", "v2", "Paused", "canary")
     assert (row.step, row.weight, row.mirror) == ("3/6", "20%", "0%")
-    assert row.gate == "Fail err 0.05 (max 0.01)"
+    assert row.gate == "Fail err 0.05 (<= 0.01)"
     assert row.age == "90m"
     assert row.waiting == "canary:3"
 
@@ -305,7 +306,7 @@ def test_list_table_is_kubectl_style_and_namespaced_with_all_namespaces() -> Non
     ]  # fmt: skip
     assert line.startswith("fraud ")
     assert "3/6" in line
-    assert "Pass error-rate 0.009 (max 0.01)" in line
+    assert "Pass error-rate 0.009 (<= 0.01)" in line
     every = render.list_table([rollout()], NOW, all_namespaces=True, wide=True)
     assert every.splitlines()[0].startswith("NAMESPACE")
     assert "MESSAGE" in every.splitlines()[0]
@@ -323,20 +324,20 @@ def test_list_table_is_kubectl_style_and_namespaced_with_all_namespaces() -> Non
     ],
 )
 def test_step_column(status: dict[str, Any], step: str) -> None:
-    assert render.step_text(rollout(**status)) == step
+    assert view.step_text(rollout(**status)) == step
 
 
 def test_blue_green_has_no_step_column() -> None:
     obj = rollout(stage="preview", stepIndex=None)
     obj["spec"]["strategy"] = {"blueGreen": {}}
-    assert render.step_text(obj) == "-"
+    assert view.step_text(obj) == "-"
 
 
 # ----------------------------------------------------------------------------- steps
 
 
 def states(obj: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(s.key, s.state) for s in render.strategy_steps(obj)]
+    return [(s.key, s.state) for s in view.strategy_steps(obj)]
 
 
 def test_strategy_marks_the_current_step() -> None:
@@ -374,7 +375,7 @@ def test_strategy_all_done_after_success_and_all_pending_before_start() -> None:
 def test_blue_green_strategy_lines() -> None:
     obj = rollout(phase="Progressing", stage="preview", stepIndex=None)
     obj["spec"]["strategy"] = {"blueGreen": {"previewDuration": "2m", "previewMirrorPercent": 20}}
-    lines = render.strategy_steps(obj)
+    lines = view.strategy_steps(obj)
     assert [(s.key, s.state) for s in lines] == [
         ("preview", "current"),
         ("postPromotion", "pending"),
@@ -412,7 +413,7 @@ def test_status_view_shows_steps_gates_conditions_and_events() -> None:
     done = [line for line in text.splitlines() if line.startswith("✓")]
     assert len(done) == 4  # shadow and steps 0-2
     gate_line = next(line for line in text.splitlines() if line.startswith("p99-latency"))
-    assert gate_line.split()[:5] == ["p99-latency", "0.31", "max", "0.5", "1200/500"]
+    assert gate_line.split()[:5] == ["p99-latency", "0.31", "<=", "0.5", "1200/500"]
     assert "Pass" in gate_line
     assert "1 passed" in text
     assert re.search(r"Paused\s+True\s+gate\s+15m\s+human gate at step 3", text)
@@ -460,7 +461,7 @@ def test_status_line_for_logs() -> None:
 
 
 def test_events_sort_by_last_timestamp_or_event_time() -> None:
-    ordered = render.recent_events(list(reversed(events())), limit=2)
+    ordered = view.recent_events(list(reversed(events())), limit=2)
     assert [e["reason"] for e in ordered] == ["AnalysisInconclusive", "Paused"]
 
 
@@ -482,7 +483,7 @@ def test_history_groups_rollouts_with_outcomes() -> None:
         hist(80, "WeightChanged", "Progressing", "canary", candidateVersion="v5", weight=10),
     ]
     later = datetime(2026, 3, 1, 13, 30, tzinfo=UTC)
-    records = render.group_history({"phase": "Progressing", "history": history}, later)
+    records = view.group_history({"phase": "Progressing", "history": history}, later)
     summary = [(r.candidate, r.started_by, r.outcome, r.duration_seconds) for r in records]
     assert summary == [
         ("v2", "RolloutStarted", "RolledBack", 9 * 60.0),
@@ -507,7 +508,7 @@ def test_history_groups_rollouts_with_outcomes() -> None:
 
 def test_truncated_history_is_marked() -> None:
     history = [hist(5, "WeightChanged", "Progressing", "canary", stepIndex=0, weight=10)]
-    (record,) = render.group_history({"phase": "Progressing", "history": history}, NOW)
+    (record,) = view.group_history({"phase": "Progressing", "history": history}, NOW)
     assert record.truncated
     assert record.started_by == "?"
     assert render.history_table([record]).splitlines()[1].startswith("≤ ")
@@ -515,7 +516,7 @@ def test_truncated_history_is_marked() -> None:
 
 def test_history_of_a_spec_failure() -> None:
     history = [hist(0, "Invalid", "Failed", "done", candidateVersion=None, message="no stable")]
-    (record,) = render.group_history({"phase": "Failed", "history": history}, NOW)
+    (record,) = view.group_history({"phase": "Failed", "history": history}, NOW)
     assert record.outcome == "Failed"
     assert record.reason == "no stable"
 
@@ -567,6 +568,52 @@ def test_commands_that_make_no_sense_are_refused(
         assert '"fraud"' in why
 
 
+UNDO_NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:05:00Z",
+            },
+            None,
+            id="in-the-window",
+        ),
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:00:00Z",
+            },
+            "the rollback window to v1 closed at 2026-03-01T12:00:00Z",
+            id="window-closed",
+        ),
+        pytest.param(
+            {"phase": "Succeeded", "previousStableVersion": "v1"},
+            "spec.rollbackWindow was not set",
+            id="no-window",
+        ),
+        pytest.param({"phase": "Progressing"}, "abort stops a rollout in progress", id="running"),
+        pytest.param({"phase": "RolledBack"}, "undo only follows a promotion", id="rolled-back"),
+    ],
+)
+def test_undo_is_sent_only_inside_the_rollback_window(
+    status: dict[str, Any], refused: str | None
+) -> None:
+    obj = rollout()
+    obj["status"] = status
+    why = commands.refusal(RequestVerb.UNDO, obj, UNDO_NOW)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert refused in why
+
+
 def test_retry_needs_a_candidate_other_than_stable() -> None:
     obj = rollout(phase="RolledBack", candidateVersion="v1", pauseReason=None)
     assert "no candidate to retry" in (commands.refusal(RequestVerb.RETRY, obj) or "")
@@ -608,10 +655,10 @@ def test_request_values_are_what_the_operator_parses() -> None:
     )
 
 
-def test_request_annotation_is_the_one_the_operator_reads() -> None:
-    from modelrollout.operator.reconcile import REQUEST_ANNOTATION as OPERATOR_ANNOTATION
-
-    assert REQUEST_ANNOTATION == OPERATOR_ANNOTATION == "modelrollout.io/request"
+def test_the_request_annotation_keeps_its_wire_name() -> None:
+    # The CLI and the operator share api.base.REQUEST_ANNOTATION; older CLIs and scripts
+    # (``kubectl annotate``) write the literal name, so it must never change.
+    assert REQUEST_ANNOTATION == "modelrollout.io/request"
 
 
 def test_timeouts_take_go_durations_or_seconds() -> None:
@@ -786,16 +833,16 @@ def test_set_candidate_warns_about_gitops(
 
 def test_marker_labels_say_what_and_where() -> None:
     weight = hist(6, "WeightChanged", "Progressing", "canary", stepIndex=0, weight=10)
-    assert report.marker_label(weight) == "WeightChanged → 10% @ step 0"
+    assert view.marker_label(weight) == "WeightChanged → 10% @ step 0"
     back = hist(22, "RolledBack", "RolledBack", "done", stepIndex=3)
-    assert report.marker_label(back) == "RolledBack @ step 3"
+    assert view.marker_label(back) == "RolledBack @ step 3"
     shadow_back = hist(3, "RolledBack", "RolledBack", "done")
     previous = hist(0, "RolloutStarted", "Shadowing", "shadow")
-    assert report.marker_label(shadow_back, previous) == "RolledBack @ shadow"
+    assert view.marker_label(shadow_back, previous) == "RolledBack @ shadow"
 
 
 def test_timeline_from_history_and_ledger() -> None:
-    timeline = report.build_timeline(rolled_back(), NOW)
+    timeline = view.build_timeline(rolled_back(), NOW)
     assert [(w, m) for _, w, m in timeline.traffic] == [
         (0, 50), (0, 50), (10, 0), (20, 0), (20, 0), (0, 0),
     ]  # fmt: skip
@@ -809,7 +856,7 @@ def test_timeline_from_history_and_ledger() -> None:
 
 
 def test_a_running_rollout_extends_to_now() -> None:
-    assert report.build_timeline(rollout(), NOW).end == NOW
+    assert view.build_timeline(rollout(), NOW).end == NOW
 
 
 def test_report_writes_a_png_and_a_self_contained_html(tmp_path: Path) -> None:
@@ -829,7 +876,7 @@ def test_report_writes_a_png_and_a_self_contained_html(tmp_path: Path) -> None:
     assert "RolledBack" in rollouts
     assert "22m" in rollouts
     ledger = page[page.index("<h2>Analysis ledger</h2>") :]
-    assert "p99-latency: 0.9 (max 0.5)" in ledger
+    assert "p99-latency: 0.9 (&lt;= 0.5)" in ledger
     assert '<span class="Fail">Fail</span>' in ledger
 
 
@@ -858,6 +905,6 @@ def test_prometheus_range_results_parse_and_drop_nan() -> None:
     data = [
         {"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"], [1772366430, "x"]]}
     ]
-    (series,) = report.parse_range_result(data)
+    (series,) = source.parse_range(data)
     assert series == [(datetime(2026, 3, 1, 12, 0, tzinfo=UTC), 0.25)]
-    assert report.parse_range_result({"result": []}) == []
+    assert source.parse_range({"result": []}) == []

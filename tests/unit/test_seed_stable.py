@@ -11,6 +11,8 @@ from modelrollout.engine import Decision, Observations, RouteBackend, TrafficSta
 from modelrollout.engine.seed import stable_from_route, version_of
 from modelrollout.traffic import gateway_api, istio, service
 from modelrollout.traffic.base import Names, RouteError
+from modelrollout.traffic.registry import ROUTERS
+from modelrollout.traffic.service import ServiceNames
 
 from .engine_harness import T0, make_spec
 from .test_routers import HTTPROUTE, VIRTUALSERVICE
@@ -190,7 +192,45 @@ def test_virtualservice_offers_the_default_route_and_not_the_testers_route() -> 
 
 
 def test_a_service_selector_names_the_version_or_is_refused_when_it_spans_all() -> None:
-    svc = {"spec": {"selector": {"app": "fraud-detector", "version": "v1"}}}
-    assert service.backends(svc, bare()) == (B("fraud-detector", 100, version="v1"),)
-    with pytest.raises(RouteError, match="sends traffic to every version"):
-        service.backends({"spec": {"selector": {"app": "fraud-detector"}}}, bare())
+    names = ServiceNames(route=bare(), version_label="track")
+    svc = {"spec": {"selector": {"app": "fraud-detector", "track": "v1"}}}
+    assert service.backends(svc, names) == (B("fraud-detector", 100, version="v1"),)
+    with pytest.raises(RouteError, match="no 'track' label: it sends traffic to every version"):
+        service.backends({"spec": {"selector": {"app": "fraud-detector", "version": "v1"}}}, names)
+
+
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [
+        pytest.param(
+            {"gatewayAPI": {"httpRoute": "r", "rule": "model", "port": 8080}},
+            Names(
+                namespace="ml",
+                object_name="r",
+                stable="",
+                candidate=None,
+                section="model",
+                port=8080,
+            ),
+            id="gatewayAPI",
+        ),
+        pytest.param(
+            {"istio": {"virtualService": "vs", "route": "default"}},
+            Names(namespace="ml", object_name="vs", stable="", candidate=None, section="default"),
+            id="istio",
+        ),
+        pytest.param(
+            {"service": {"name": "svc", "versionLabel": "track"}},
+            ServiceNames(
+                route=Names(namespace="ml", object_name="svc", stable="", candidate=None),
+                version_label="track",
+            ),
+            id="service",
+        ),
+    ],
+)
+def test_before_any_version_each_router_targets_only_its_route_and_rule(
+    routing: dict[str, Any], expected: object
+) -> None:
+    spec = make_spec(stable=None, trafficRouting=routing)
+    assert ROUTERS[spec.traffic_routing.kind].route_names(spec, namespace="ml") == expected

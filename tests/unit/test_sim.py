@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrollout.devenv.sim import model_server as ms
-from modelrollout.devenv.sim.traffic import (
+from modelrollout_devenv.sim import model_server as ms
+from modelrollout_devenv.sim.traffic import (
     KubeRouteReader,
     Mirror,
     PairOutcome,
@@ -287,14 +287,14 @@ def test_late_labels_arrive_after_the_delay_and_skew_hurts_accuracy(
 
 def test_cli_writes_the_port_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
-    operator_dir = Path(ms.__file__).resolve().parents[3]
+    devenv_dir = Path(ms.__file__).resolve().parents[2]  # devenv/modelrollout_devenv/sim/
     env = {
         **os.environ,
-        "PYTHONPATH": f"{operator_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PYTHONPATH": f"{devenv_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "modelrollout.devenv.sim.model_server",
+            sys.executable, "-m", "modelrollout_devenv.sim.model_server",
             "--model", MODEL, "--version", "v3", "--port", "0",
             "--port-file", str(port_file), "--seed", "1", "--base-latency-ms", "1",
             "--faults", '{"error_rate": 1.0}', "--max-seconds", "30",

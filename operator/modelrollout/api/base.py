@@ -13,6 +13,7 @@ snake_case in Python; ``populate_by_name`` lets either form in.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
@@ -24,6 +25,17 @@ KIND = "ModelRollout"
 PLURAL = "modelrollouts"
 SINGULAR = "modelrollout"
 SHORT_NAMES = ["mro"]
+
+#: The annotation a human request travels in (``<verb>:<unique id>``): the CLI writes it,
+#: the operator reads it and acts once per id.
+REQUEST_ANNOTATION = f"{GROUP}/request"
+
+#: The Prometheus a rollout uses when ``spec.analysis.prometheus.address`` names none
+#: (the operator's ``--prometheus`` default).
+DEFAULT_PROMETHEUS_URL = "http://prometheus.monitoring:9090"
+
+#: Timestamps in the status, to the second, always UTC: ``2026-03-01T12:00:00Z``.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 #: Go-style durations as users write them: ``30s``, ``10m``, ``1h30m``, ``500ms``.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -39,6 +51,23 @@ def parse_duration(text: str) -> float:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (use forms like 30s, 10m, 1h30m)")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_ts(t: datetime) -> str:
+    """A status timestamp. A naive time is taken as UTC (the engine works in naive UTC)."""
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC)
+    return t.strftime(TIME_FORMAT)
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    """A status timestamp as a naive UTC datetime, to compare with the engine's naive ``now``.
+
+    Strict on purpose: the operator only reads what it wrote with :func:`format_ts`.
+    """
+    if not text:
+        return None
+    return datetime.strptime(text, TIME_FORMAT)
 
 
 def cel_rules(*rules: tuple[str, str]) -> ConfigDict:

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, model_validator
 from modelrollout.api.base import GROUP, VERSION, ApiModel, Duration, Percent, cel_rules
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.notifications import Notification
-from modelrollout.api.status import ModelRolloutStatus
+from modelrollout.api.status import ModelRolloutStatus, Stage
 
 
 class VersionRef(ApiModel):
@@ -70,36 +70,59 @@ class ServiceRouting(ApiModel):
     )
 
 
+def _one_router_cel(schema: dict[str, Any], model: type[Any]) -> None:
+    rule, message = model.exactly_one()
+    schema["x-kubernetes-validations"] = [{"rule": rule, "message": message}]
+
+
 class TrafficRouting(ApiModel):
     """Exactly one router."""
 
-    model_config = cel_rules(
-        (
-            "[has(self.gatewayAPI), has(self.istio), has(self.service)].filter(x, x).size() == 1",
-            "trafficRouting needs exactly one of gatewayAPI, istio, service",
-        )
-    )
+    # The docstring is the CRD's description. Each field is one router's settings,
+    # and its wire name is that router's kind (modelrollout.traffic.registry pairs
+    # them up). The exactly-one rule, here and as CEL in the CRD, follows the
+    # fields: a new router is a new field and nothing else here.
+    model_config = ConfigDict(json_schema_extra=_one_router_cel)
 
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
     istio: IstioRouting | None = None
     service: ServiceRouting | None = None
 
+    @classmethod
+    def kinds(cls) -> tuple[str, ...]:
+        """The routers' kinds: the fields' wire names, in order."""
+        return tuple(f.alias or name for name, f in cls.model_fields.items())
+
+    @classmethod
+    def exactly_one(cls) -> tuple[str, str]:
+        """The exactly-one rule as CEL, and the message both checks give."""
+        kinds = cls.kinds()
+        rule = f"[{', '.join(f'has(self.{k})' for k in kinds)}].filter(x, x).size() == 1"
+        return rule, f"trafficRouting needs exactly one of {', '.join(kinds)}"
+
+    def _chosen(self) -> list[tuple[str, ApiModel]]:
+        return [
+            (field.alias or name, value)
+            for name, field in type(self).model_fields.items()
+            if (value := getattr(self, name)) is not None
+        ]
+
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
-        set_ = [n for n in ("gateway_api", "istio", "service") if getattr(self, n) is not None]
-        if len(set_) != 1:
-            raise ValueError(
-                f"trafficRouting needs exactly one of gatewayAPI, istio, service (got {len(set_)})"
-            )
+        chosen = self._chosen()
+        if len(chosen) != 1:
+            raise ValueError(f"{self.exactly_one()[1]} (got {len(chosen)})")
         return self
 
     @property
     def kind(self) -> str:
-        if self.gateway_api is not None:
-            return "gatewayAPI"
-        if self.istio is not None:
-            return "istio"
-        return "service"
+        """The chosen router's kind, e.g. ``gatewayAPI``."""
+        return self._chosen()[0][0]
+
+    @property
+    def settings(self) -> ApiModel:
+        """The chosen router's settings."""
+        return self._chosen()[0][1]
 
 
 class ShadowStrategy(ApiModel):
@@ -202,13 +225,33 @@ class PrometheusSource(ApiModel):
 class Analysis(ApiModel):
     interval: Duration = Field(default="1m", description="Time between checks; also {{interval}}.")
     failure_limit: int = Field(
-        default=2, ge=1, le=100, description="Failed checks in a row that roll back."
+        default=1,
+        ge=1,
+        le=100,
+        description="Failed checks in a row that roll back. Every gate is an anytime-valid "
+        "test, so one Fail is already a claim at the rollout's falseRollbackBudget: 1 is "
+        "enough (docs/analysis.md).",
     )
     inconclusive_limit: int = Field(
         default=3, ge=1, le=100, description="Inconclusive checks in a row that pause."
     )
+    false_rollback_budget: float = Field(
+        default=0.01,
+        gt=0,
+        le=0.2,
+        description="The chance, over the whole rollout, that a candidate which holds every "
+        "limit is rolled back (and that one breaking a limit is shown good). Split evenly "
+        "over the gates of every stage; docs/analysis.md says how.",
+    )
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     metrics: list[MetricGate] = Field(default_factory=list, max_length=32)
+
+    def tests_per_rollout(self, stages: list[Stage]) -> int:
+        """How many sequential tests share the budget: each gate once in each of ``stages``
+        where it is checked (at least 1)."""
+        return max(
+            1, sum(1 for s in stages for g in self.metrics if g.stages is None or s in g.stages)
+        )
 
 
 class Automation(StrEnum):
@@ -257,6 +300,12 @@ class ModelRolloutSpec(ApiModel):
         "keys of Secret modelrollout-notifications in this namespace. Unset: the operator's "
         "default receivers (--notifications-file); an empty list: none.",
     )
+    rollback_window: Duration | None = Field(
+        default=None,
+        description="How long after a promotion the previous version stays deployed and "
+        "routable, so `kubectl modelrollout undo` (or a failed gate that lists the stage "
+        "rollbackWindow) sends all traffic back to it in one route write. Default: no window.",
+    )
 
     @model_validator(mode="after")
     def _router_supports_strategy(self) -> ModelRolloutSpec:
@@ -266,6 +315,25 @@ class ModelRolloutSpec(ApiModel):
                 "a plain Service cannot"
             )
         return self
+
+    def stages(self) -> list[Stage]:
+        """The stages this strategy runs through in which the candidate gets traffic."""
+        first = [Stage.SHADOW] if self.strategy.shadow is not None else []
+        if self.strategy.canary is not None:
+            return [*first, Stage.CANARY]
+        return [*first, Stage.PREVIEW, Stage.POST_PROMOTION]
+
+    def alpha_per_test(self) -> float:
+        """Each (gate, stage) test's share of ``analysis.falseRollbackBudget`` (Bonferroni)."""
+        budget = self.analysis.false_rollback_budget
+        return budget / self.analysis.tests_per_rollout(self.stages())
+
+    def version_ref(self, version: str) -> VersionRef:
+        """The spec's own reference to a version (with its names), else a bare one."""
+        for ref in (self.candidate, self.stable):
+            if ref is not None and ref.version == version:
+                return ref
+        return VersionRef(version=version)
 
     def service_for(self, ref: VersionRef) -> str:
         return ref.service or self.service_template.format(model=self.model, version=ref.version)

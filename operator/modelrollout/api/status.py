@@ -30,9 +30,14 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     """The candidate is the new stable."""
     ROLLED_BACK = "RolledBack"
-    """Analysis or a human sent all traffic back to stable."""
+    """Analysis or a human sent all traffic back to stable (also: a promotion undone)."""
     FAILED = "Failed"
     """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """The rollout has ended: only a new candidate (or a retry) moves it again."""
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
 
 
 class Stage(StrEnum):
@@ -44,6 +49,9 @@ class Stage(StrEnum):
     """Blue-green: the candidate is judged before the switch."""
     POST_PROMOTION = "postPromotion"
     """Blue-green: switched; the old version still warm."""
+    ROLLBACK_WINDOW = "rollbackWindow"
+    """Promoted (phase Succeeded), within spec.rollbackWindow: the previous version can be
+    brought back by an undo, and the gates that list this stage are still checked."""
     DONE = "done"
 
 
@@ -70,15 +78,31 @@ class GateResult(ApiModel):
     reason: str | None = None
     samples: float | None = None
     needed_samples: float | None = None
+    lower: float | None = None
+    """The lower end of the gate's anytime-valid confidence sequence at this check."""
+    upper: float | None = None
+    """The upper end: Pass when it lies wholly on the good side of the limit."""
+    alpha: float | None = None
+    """The error level of the gate's test (its share of ``falseRollbackBudget``)."""
 
     @property
     def limit_text(self) -> str:
-        parts = []
-        if self.min is not None:
-            parts.append(f">= {self.min:g}")
-        if self.max is not None:
-            parts.append(f"<= {self.max:g}")
-        return " and ".join(parts)
+        return limit_text(self.min, self.max)
+
+
+def limit_text(minimum: float | None, maximum: float | None) -> str:
+    """A gate's limits as every message and table shows them: ``>= 0.9 and <= 1``.
+
+    Empty when the gate has no limit (a drift or statistical gate may judge
+    otherwise). A function as well as :attr:`GateResult.limit_text`, so the CLI
+    can show a result it reads as a plain dict.
+    """
+    parts = []
+    if minimum is not None:
+        parts.append(f">= {minimum:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    return " and ".join(parts)
 
 
 class AnalysisRun(ApiModel):
@@ -99,6 +123,13 @@ class HistoryEntry(ApiModel):
     reason: str
     message: str | None = None
     candidate_version: str | None = None
+
+
+class ScaledDown(ApiModel):
+    """A Deployment the operator scaled to zero, and the replicas it had, to restore them."""
+
+    version: str
+    replicas: int = Field(ge=0)
 
 
 class Condition(ApiModel):
@@ -137,11 +168,26 @@ class ModelRolloutStatus(ApiModel):
     consecutive_inconclusive: int = 0
     consecutive_passes: int = 0
     pause_reason: str | None = None
+    # A checkpoint is where a human must approve (``shadow:end``, ``canary:3``); in Python it
+    # is never called a gate, which is a metric check. The wire names (awaitingApproval,
+    # approvedGate) stay as they are: stored objects and older CLIs use them.
     awaiting_approval: str | None = None
-    approved_gate: str | None = None
+    """The checkpoint the rollout is paused at, waiting for a human to promote."""
+    approved_checkpoint: str | None = Field(default=None, alias="approvedGate")
+    """The checkpoint a human approved ahead of time; spent when the rollout passes it."""
     aborted: bool | None = None
     handled_request: str | None = None
     scale_down_at: str | None = None
+    """Blue-green: when the operator scales the old version's Deployment down (never while
+    a rollback window is open)."""
+    scaled_down: ScaledDown | None = None
+    """The old version's Deployment the operator scaled down, until a rollback or an undo
+    restores it or a new rollout starts."""
+    previous_stable_version: str | None = None
+    """The version that was stable before the last promotion."""
+    undo_until: str | None = None
+    """When the rollback window after the last promotion ends (spec.rollbackWindow); until
+    then ``undo`` sends all traffic back to previousStableVersion."""
     last_analysis: AnalysisRun | None = None
     analysis_ledger: list[AnalysisRun] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -1,5 +1,5 @@
 """The kubectl plugin: ``kubectl modelrollout list|status|promote|abort|pause|resume|retry|
-set-candidate|history|report``.
+undo|set-candidate|history|report|dashboard``.
 
 Humans steer a rollout without editing its manifest: a command writes the
 annotation ``modelrollout.io/request: <verb>:<unique id>`` and the operator
@@ -12,7 +12,7 @@ ignore it anyway, but only with an Event the user may never read.
 
 The pure parts (:func:`refusal`, :func:`watch_outcome`) come first; the
 handlers below them do the I/O through :class:`~modelrollout.cli.kube.Kube`
-and render with :mod:`modelrollout.cli.render`.
+and show what :mod:`modelrollout.cli.view` computes as :mod:`modelrollout.cli.render` draws it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from modelrollout.api.base import parse_duration
-from modelrollout.cli import render
+from modelrollout.api.base import REQUEST_ANNOTATION, parse_duration
+from modelrollout.api.status import Phase
+from modelrollout.cli import render, view
 from modelrollout.cli.kube import (
     EXIT_FAILED,
     EXIT_FORBIDDEN,
@@ -39,16 +40,20 @@ from modelrollout.cli.kube import (
     EXIT_REFUSED,
     EXIT_ROLLED_BACK,
     EXIT_UNREACHABLE,
-    REQUEST_ANNOTATION,
     CliError,
     Kube,
 )
+from modelrollout.engine.decide import PAUSE_APPROVAL, PAUSE_SPEC
 from modelrollout.engine.types import RequestVerb
 
 Obj = Mapping[str, Any]
 
 #: How ``status --watch`` exits for each way a rollout can end.
-OUTCOME_EXIT = {"Succeeded": EXIT_OK, "RolledBack": EXIT_ROLLED_BACK, "Failed": EXIT_FAILED}
+OUTCOME_EXIT: dict[str, int] = {
+    Phase.SUCCEEDED: EXIT_OK,
+    Phase.ROLLED_BACK: EXIT_ROLLED_BACK,
+    Phase.FAILED: EXIT_FAILED,
+}
 
 #: How long ``status --watch`` keeps trying when the API server stops answering mid-watch.
 WATCH_UNREACHABLE_GRACE = 60.0
@@ -61,46 +66,70 @@ def _now() -> datetime:
 # ----------------------------------------------------------------------- pure rules
 
 
-def refusal(verb: RequestVerb, obj: Obj) -> str | None:
+def refusal(verb: RequestVerb, obj: Obj, now: datetime | None = None) -> str | None:
     """Why ``verb`` makes no sense for this rollout now, or None when it may be sent.
 
     Mirrors what the engine does with a request (``engine.decide``): a request
-    it would ignore is refused here, where the user is looking.
+    it would ignore is refused here, where the user is looking. ``now`` (for
+    ``undo``'s window) defaults to the clock.
     """
     status = obj.get("status") or {}
-    name = render.name_of(obj)
-    phase = str(status.get("phase") or "Pending")
+    name = view.name_of(obj)
+    phase = str(status.get("phase") or Phase.PENDING)
     reason = status.get("pauseReason")
     it = f'modelrollout "{name}" is {phase}'
+    if verb == RequestVerb.UNDO:
+        return _undo_refusal(it, status, now or _now())
     ends = (RequestVerb.PROMOTE, RequestVerb.PROMOTE_FULL, RequestVerb.ABORT, RequestVerb.PAUSE)
-    if verb in ends and phase in render.TERMINAL_PHASES:
+    if verb in ends and phase in view.TERMINAL_PHASES:
         hint = (
             "set-candidate starts a new rollout"
-            if phase == "Succeeded"
+            if phase == Phase.SUCCEEDED
             else f"retry starts {status.get('candidateVersion') or 'the candidate'} again"
         )
         return f"{it}: it has ended, nothing to {verb.value.replace('-full', '')} ({hint})"
-    if verb == RequestVerb.PROMOTE and phase == "Paused" and reason == "spec":
+    if verb == RequestVerb.PROMOTE and phase == Phase.PAUSED and reason == PAUSE_SPEC:
         return f"{it} by spec.paused: set spec.paused to false in the manifest to go on"
-    if verb == RequestVerb.PAUSE and phase == "Paused":
+    if verb == RequestVerb.PAUSE and phase == Phase.PAUSED:
         return f'modelrollout "{name}" is already Paused ({reason or "paused"})'
     if verb == RequestVerb.RESUME:
-        if phase != "Paused":
+        if phase != Phase.PAUSED:
             return f"{it}, not Paused: nothing to resume"
-        if reason == "spec":
+        if reason == PAUSE_SPEC:
             return f"{it} by spec.paused: set spec.paused to false in the manifest to resume"
-        if reason == "gate" or status.get("awaitingApproval"):
-            gate = status.get("awaitingApproval") or "a gate"
+        if reason == PAUSE_APPROVAL or status.get("awaitingApproval"):
+            checkpoint = status.get("awaitingApproval") or "a gate"
             return (
-                f"{it}, waiting for approval at {gate}: "
+                f"{it}, waiting for approval at {checkpoint}: "
                 f"use `kubectl modelrollout promote {name}` to pass it"
             )
     if verb == RequestVerb.RETRY:
-        if phase not in ("RolledBack", "Failed"):
+        if phase not in view.STOPPED_PHASES:
             return f"{it}: retry only follows a rollback or a failure"
         candidate = status.get("candidateVersion")
         if not candidate or candidate == status.get("stableVersion"):
             return f"{it} with no candidate to retry (it is the stable version, or none ran)"
+    return None
+
+
+def _undo_refusal(it: str, status: Obj, now: datetime) -> str | None:
+    previous = status.get("previousStableVersion")
+    if status.get("phase") != Phase.SUCCEEDED or not previous:
+        if status.get("phase") in view.TERMINAL_PHASES:
+            return f"{it}: undo only follows a promotion"
+        return f"{it}: undo only follows a promotion; abort stops a rollout in progress"
+    until = status.get("undoUntil")
+    ends = view.parse_time(until)
+    if ends is None:
+        return (
+            f"{it}: spec.rollbackWindow was not set at the promotion, so there is no undo "
+            f"window (set-candidate {previous} rolls back out as a new rollout)"
+        )
+    if now >= ends:
+        return (
+            f"{it}: the rollback window to {previous} closed at {until} "
+            f"(set-candidate {previous} rolls it back out as a new rollout)"
+        )
     return None
 
 
@@ -123,7 +152,8 @@ def settled(obj: Obj) -> bool:
         return False
     wanted = ((obj.get("spec") or {}).get("candidate") or {}).get("version")
     running = status.get("candidateVersion")
-    return not (status.get("phase") in ("Succeeded", "RolledBack") and wanted and running != wanted)
+    ended = status.get("phase") in (Phase.SUCCEEDED, Phase.ROLLED_BACK)
+    return not (ended and wanted and running != wanted)
 
 
 def watch_outcome(obj: Obj) -> int | None:
@@ -154,8 +184,8 @@ def parse_timeout(text: str) -> float:
 # --------------------------------------------------------------------------- parsers
 
 
-def add_parsers(sub: Any) -> None:
-    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+def common_flags() -> argparse.ArgumentParser:
+    """--kubeconfig, --context and -n, which every plugin command takes (as a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
@@ -164,6 +194,12 @@ def add_parsers(sub: Any) -> None:
     common.add_argument(
         "-n", "--namespace", help="namespace (default: the context's namespace, else default)"
     )
+    return common
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+    common = common_flags()
 
     p = sub.add_parser(
         "list",
@@ -202,6 +238,11 @@ def add_parsers(sub: Any) -> None:
         ("pause", "hold the rollout where it is"),
         ("resume", "lift a pause set by `pause` or by inconclusive analysis"),
         ("retry", "start a rolled-back or failed candidate again from the beginning"),
+        (
+            "undo",
+            "within the rollback window after a promotion: all traffic back to the previous "
+            "version at once",
+        ),
     ]
     for verb, text in requests:
         p = sub.add_parser(
@@ -376,12 +417,12 @@ def _watch(kube: Kube, args: argparse.Namespace, obj: dict[str, Any], warned: li
         if line != last_line:
             stamp = _now().strftime("%H:%M:%S")
             print(
-                f"{stamp} {render.namespace_of(current)}/{render.name_of(current)} {line}",
+                f"{stamp} {view.namespace_of(current)}/{view.name_of(current)} {line}",
                 flush=True,
             )
             last_line = line
 
-    def view(current: Obj) -> Any:
+    def draw(current: Obj) -> Any:
         return render.status_view(
             current, _events(kube, args.name, warned), _now(), max_events=args.events
         )
@@ -396,15 +437,15 @@ def _watch(kube: Kube, args: argparse.Namespace, obj: dict[str, Any], warned: li
         while True:
             code = watch_outcome(obj)
             if live is not None:
-                live.update(view(obj), refresh=True)
+                live.update(draw(obj), refresh=True)
             else:
                 print_line(obj)
             if code is not None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                phase = (obj.get("status") or {}).get("phase") or "Pending"
+                phase = (obj.get("status") or {}).get("phase") or Phase.PENDING
                 raise CliError(
-                    f"timed out after {render.fmt_duration(args.timeout)}: modelrollout "
+                    f"timed out after {view.fmt_duration(args.timeout)}: modelrollout "
                     f'"{args.name}" is still {phase}',
                     EXIT_INTERRUPTED,
                 )
@@ -425,7 +466,8 @@ def _watch(kube: Kube, args: argparse.Namespace, obj: dict[str, Any], warned: li
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    """``promote``/``abort``/``pause``/``resume``/``retry``: one annotation, checked first."""
+    """``promote``/``abort``/``pause``/``resume``/``retry``/``undo``: one annotation, checked
+    first."""
     verb = RequestVerb(args.verb)
     if verb == RequestVerb.PROMOTE and getattr(args, "full", False):
         verb = RequestVerb.PROMOTE_FULL
@@ -471,10 +513,7 @@ def cmd_set_candidate(args: argparse.Namespace) -> int:
     )
     if args.version == status.get("stableVersion"):
         what = f"{args.version} is the stable version: no rollout, traffic stays on it"
-    elif status.get("phase") not in render.TERMINAL_PHASES and status.get("phase") not in (
-        None,
-        "Pending",
-    ):
+    elif status.get("phase") not in (*view.TERMINAL_PHASES, None, Phase.PENDING):
         what = f"replaces the rollout of {current} in progress with a new one"
     else:
         what = "a new rollout starts"
@@ -486,7 +525,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     """``history``: the rollouts this object has been through, one line each."""
     kube = _kube(args)
     obj = kube.get(args.name)
-    records = render.group_history(obj.get("status") or {}, _now())
+    records = view.group_history(obj.get("status") or {}, _now())
     if args.output:
         sys.stdout.write(_dump([asdict(r) for r in records], args.output))
         return EXIT_OK
@@ -499,18 +538,23 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``report``: PNG and/or HTML from the object's own history and ledger."""
+    from modelrollout.analysis.source import PrometheusSource
     from modelrollout.cli import report
 
+    report.require_matplotlib()
     kube = _kube(args)
     obj = kube.get(args.name)
     now = _now()
-    timeline = report.build_timeline(obj, now)
+    timeline = view.build_timeline(obj, now)
     if args.prometheus and timeline.traffic:
         start = min(t for t, _, _ in timeline.traffic)
-        series, warnings = report.prometheus_series(obj, args.prometheus, start, timeline.end)
-        timeline.prometheus = series
+        gathered = report.prometheus_series(
+            obj, PrometheusSource(args.prometheus), start, timeline.end
+        )
+        timeline.prometheus = gathered.series
+        timeline.notes = gathered.notes
         timeline.prometheus_url = args.prometheus
-        for warning in warnings:
+        for warning in gathered.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     for path in report.write_report(obj, args.output, now, timeline):
         print(f"wrote {path}")

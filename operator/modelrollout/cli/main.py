@@ -15,8 +15,21 @@ COMMAND_MODULES = [
     "modelrollout.cli.run",
     "modelrollout.cli.commands",
     "modelrollout.cli.analyze",
-    "modelrollout.cli.dev",
+    "modelrollout.cli.dashboard",
 ]
+
+#: What ``modelrollout dev ...`` says: the local environment is a separate tool now.
+DEV_MOVED = (
+    "`modelrollout dev` is no longer part of the product CLI: the local environment is "
+    "the developer tool `modelrollout-dev` (same subcommands: `modelrollout-dev up`, "
+    "`modelrollout-dev demo`), installed from the clone by `make install` "
+    "(`pip install -e devenv`); `make up` and `make demo` run it."
+)
+
+
+def _dev_moved(args: argparse.Namespace) -> int:
+    print(f"error: {DEV_MOVED}", file=sys.stderr)
+    return 2
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -35,6 +48,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 continue  # a command group not present in this build
             raise
         module.add_parsers(sub)
+    # Not listed in --help (no help=): only there to point old muscle memory at the new tool.
+    moved = sub.add_parser("dev", add_help=False)
+    moved.add_argument("rest", nargs=argparse.REMAINDER)
+    moved.set_defaults(func=_dev_moved)
     return parser
 
 

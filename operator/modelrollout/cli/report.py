@@ -6,9 +6,14 @@ report can be made after the fact, from a saved ``-o yaml``, with no
 Prometheus; ``--prometheus`` only adds the full-resolution series of each
 gate's query on top of the ledger's points.
 
-Building the timeline is pure (:func:`build_timeline`); drawing uses
+Building the timeline is pure (:func:`modelrollout.cli.view.build_timeline`); drawing uses
 matplotlib's object API with the Agg canvas, never ``pyplot``, so it needs
 no display and keeps no global figure state between reports.
+
+matplotlib is an optional extra (``pip install 'modelrollout[report]'``): the
+operator and the other commands never draw, and it would add tens of megabytes
+to every install and to the image. :func:`require_matplotlib` says so before
+the command does any work.
 """
 
 from __future__ import annotations
@@ -19,22 +24,31 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from modelrollout.cli.render import (
+from modelrollout.api.base import format_ts
+from modelrollout.api.status import Phase
+from modelrollout.cli.kube import EXIT_FAILED, CliError
+from modelrollout.cli.view import (
+    GateSeries,
     Obj,
+    Timeline,
+    build_timeline,
+    dig,
     fmt_duration,
     fmt_value,
+    gate_limit,
     group_history,
-    limit_text,
-    name_of,
     namespace_of,
-    parse_time,
 )
 
-#: History reasons drawn as labelled vertical markers, and their colours.
+if TYPE_CHECKING:
+    from modelrollout.analysis.gates import Plot
+    from modelrollout.api.gates import MetricGate
+
+#: The colour of each kind of marker (:data:`modelrollout.cli.view.MARKER_REASONS`).
 MARKER_COLORS = {
     "RolloutStarted": "#444444",
     "CandidateReplaced": "#444444",
@@ -47,135 +61,29 @@ MARKER_COLORS = {
     "Promoted": "#2ca02c",
     "RolledBack": "#d62728",
     "Aborted": "#d62728",
+    "Undone": "#d62728",
+    "ScaledDown": "#7f7f7f",
 }
+#: Series related to a gate but not its value (own axis): compared metrics, per version.
+OTHER_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
 
 
-@dataclass(frozen=True)
-class Marker:
-    at: datetime
-    label: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class GatePoint:
-    at: datetime
-    value: float | None
-    verdict: str
-    min: float | None
-    max: float | None
-
-
-@dataclass
-class Timeline:
-    """What the report draws, already in plotting form."""
-
-    title: str
-    traffic: list[tuple[datetime, int, int]]
-    """(time, candidate weight %, mirror %) at each history entry."""
-    end: datetime
-    """Where the last traffic step ends: now while in progress, else the last entry."""
-    gates: dict[str, list[GatePoint]]
-    markers: list[Marker]
-    prometheus: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
-    """Each gate's query over the whole timeline, when ``--prometheus`` was given."""
-    prometheus_url: str | None = None
-
-
-def marker_label(entry: Obj, previous: Obj | None = None) -> str:
-    """``WeightChanged → 20% @ step 2``, ``RolledBack @ step 3``, ``ShadowPassed @ shadow``.
-
-    Where it happened is the step index when the entry has one (a rollback
-    keeps the step it stopped at); else the stage, or for entries recorded
-    after the stage was left (a rollback records stage ``done``), the stage of
-    the entry before.
-    """
-    reason = str(entry.get("reason", "?"))
-    label = reason
-    if reason == "WeightChanged":
-        label += f" → {entry.get('weight', 0)}%"
-    elif reason in ("RolloutStarted", "CandidateReplaced", "Retried") and entry.get(
-        "candidateVersion"
-    ):
-        label += f" {entry['candidateVersion']}"
-    step = entry.get("stepIndex")
-    stage = entry.get("stage")
-    if isinstance(step, int):
-        label += f" @ step {step}"
-    elif stage and stage != "done":
-        label += f" @ {stage}"
-    elif previous is not None and previous.get("stage") not in (None, "done"):
-        label += f" @ {previous['stage']}"
-    return label
-
-
-def build_timeline(obj: Obj, now: datetime) -> Timeline:
-    """The traffic steps, gate points and markers of a rollout, from its status alone."""
-    status = obj.get("status") or {}
-    history = [e for e in status.get("history") or [] if isinstance(e, Mapping)]
-    traffic: list[tuple[datetime, int, int]] = []
-    markers: list[Marker] = []
-    previous: Obj | None = None
-    for entry in history:
-        at = parse_time(entry.get("at"))
-        if at is None:
-            continue
-        traffic.append(
-            (at, int(entry.get("weight", 0) or 0), int(entry.get("mirrorPercent", 0) or 0))
-        )
-        if entry.get("reason") in MARKER_COLORS:
-            markers.append(
-                Marker(
-                    at,
-                    marker_label(entry, previous),
-                    str(entry["reason"]),
-                    str(entry.get("message") or ""),
-                )
-            )
-        previous = entry
-
-    gates: dict[str, list[GatePoint]] = {}
-    for run in status.get("analysisLedger") or []:
-        at = parse_time(_get(run, "at"))
-        if at is None:
-            continue
-        for r in _get(run, "results") or []:
-            if not isinstance(r, Mapping) or not r.get("metric"):
-                continue
-            value = r.get("value")
-            gates.setdefault(str(r["metric"]), []).append(
-                GatePoint(
-                    at,
-                    float(value) if isinstance(value, int | float) else None,
-                    str(r.get("verdict", "?")),
-                    _num(r.get("min")),
-                    _num(r.get("max")),
-                )
-            )
-
-    running = status.get("phase") not in ("Succeeded", "RolledBack", "Failed")
-    times = [t for t, _, _ in traffic] + [p.at for ps in gates.values() for p in ps]
-    end = max(times, default=now)
-    if running and traffic:
-        end = max(end, now)
-    title = f"ModelRollout {namespace_of(obj)}/{name_of(obj)}"
-    model = (obj.get("spec") or {}).get("model")
-    if model:
-        title += f" (model {model})"
-    return Timeline(title, traffic, end, gates, markers)
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 # --------------------------------------------------------------------------- drawing
+
+#: What ``report`` says when matplotlib is not installed.
+MISSING_MATPLOTLIB = (
+    "`report` draws with matplotlib, which is not installed: it is an optional extra. "
+    "Install it with `pip install 'modelrollout[report]'` (or `pip install matplotlib`)."
+)
+
+
+def require_matplotlib() -> None:
+    """Raise a :class:`CliError` (exit 2) saying how to install matplotlib when it is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise CliError(MISSING_MATPLOTLIB, EXIT_FAILED) from exc
 
 
 def png_bytes(timeline: Timeline) -> bytes:
@@ -208,10 +116,7 @@ def png_bytes(timeline: Timeline) -> bytes:
 
     for name, gax in zip(gate_names, axes[1:], strict=True):
         points = timeline.gates.get(name, [])
-        series = timeline.prometheus.get(name)
-        if series:
-            gax.plot([t for t, _ in series], [v for _, v in series], color="#7f7f7f", lw=1,
-                     label="prometheus")  # fmt: skip
+        _draw_prometheus(gax, timeline.prometheus.get(name, []), timeline.notes.get(name))
         measured = [p for p in points if p.value is not None]
         if measured:
             gax.plot([p.at for p in measured], [p.value for p in measured], color="#333333", lw=1)
@@ -276,6 +181,26 @@ def png_bytes(timeline: Timeline) -> bytes:
     return buffer.getvalue()
 
 
+def _draw_prometheus(ax: Any, series: list[GateSeries], note: str | None) -> None:
+    """Grey: the gate's own value; coloured, on a second axis: related series; a note."""
+    own = [s for s in series if s.same_scale]
+    for s in own:
+        label = "prometheus" if len(own) == 1 else s.label
+        ax.plot([t for t, _ in s.points], [v for _, v in s.points], color="#7f7f7f", lw=1,
+                ls="-" if "stable" not in s.label else "--", label=label)  # fmt: skip
+    other = [s for s in series if not s.same_scale]
+    if other:
+        twin = ax.twinx()
+        for i, s in enumerate(other):
+            twin.plot([t for t, _ in s.points], [v for _, v in s.points], lw=0.8, alpha=0.6,
+                      color=OTHER_COLORS[i % len(OTHER_COLORS)], label=s.label)  # fmt: skip
+        twin.tick_params(labelsize=7)
+        twin.legend(loc="upper right", fontsize=6)
+    if note:
+        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=6, color="#555555", wrap=True)  # fmt: skip
+
+
 def write_png(timeline: Timeline, path: Path) -> Path:
     path.write_bytes(png_bytes(timeline))
     return path
@@ -324,10 +249,10 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
     e = html.escape
-    candidate = status.get("candidateVersion") or _get(spec.get("candidate"), "version") or "?"
+    candidate = status.get("candidateVersion") or dig(spec.get("candidate"), "version") or "?"
     facts = [
         ("model", spec.get("model", "?")),
-        ("phase", status.get("phase", "Pending")),
+        ("phase", status.get("phase", Phase.PENDING)),
         ("stable", status.get("stableVersion") or "?"),
         ("candidate", candidate),
     ]
@@ -337,7 +262,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
         [r.started_at, r.candidate, r.outcome, fmt_duration(r.duration_seconds), r.reason]
         for r in group_history(status, now)
     ]
-    markers = [[m.at.strftime("%Y-%m-%dT%H:%M:%SZ"), m.label, m.message] for m in timeline.markers]
+    markers = [[format_ts(m.at), m.label, m.message] for m in timeline.markers]
     history = [
         [
             str(h.get("at", "")),
@@ -359,7 +284,7 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
             continue
         gates = "<br>".join(
             f"{e(str(r.get('metric', '?')))}: {e(fmt_value(r.get('value')))} "
-            f'({e(limit_text(r))}) <span class="{e(str(r.get("verdict", "")))}">'
+            f'({e(gate_limit(r))}) <span class="{e(str(r.get("verdict", "")))}">'
             f"{e(str(r.get('verdict', '?')))}</span>"
             + (f" - {e(str(r['reason']))}" if r.get("reason") else "")
             for r in run.get("results") or []
@@ -379,13 +304,18 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     provenance = ""
     if timeline.prometheus_url:
         drawn = ", ".join(
-            f"{e(name)} ({len(points)} points)"
-            for name, points in sorted(timeline.prometheus.items())
+            f"{e(name)} ({len(series[0].points)} points)"
+            if len(series) == 1
+            else ", ".join(f"{e(name)} {e(s.label)} ({len(s.points)} points)" for s in series)
+            for name, series in sorted(timeline.prometheus.items())
         )
         provenance = (
             f"<p>Grey lines: gate queries from Prometheus at {e(timeline.prometheus_url)}: "
             f"{drawn or 'no series returned'}.</p>"
         )
+        if timeline.notes:
+            notes = "; ".join(f"{e(k)}: {e(v)}" for k, v in sorted(timeline.notes.items()))
+            provenance += f"<p>Not drawn as a series: {notes}.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{e(timeline.title)}</title><style>{_CSS}</style></head>
@@ -401,10 +331,35 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
 {_table(["at", "marker", "message"], markers)}
 <h2>History</h2>
 {_table(_HISTORY_HEADERS, history)}
+<h2>Gates</h2>
+{_table(["gate", "kind", "limit"], gate_rows(spec))}
 <h2>Analysis ledger</h2>
 {_table(["at", "stage", "step", "verdict", "gates"], ledger, raw=True)}
 </body></html>
 """
+
+
+def gate_rows(spec: Obj) -> list[list[str]]:
+    """(name, kind, limit in words) of each gate of the spec, from the analysis registry."""
+    from pydantic import ValidationError
+
+    from modelrollout.analysis import gates
+    from modelrollout.api.gates import MetricGate
+
+    rows = []
+    for raw in dig(spec, "analysis", "metrics") or []:
+        try:
+            gate = MetricGate.model_validate(raw)
+        except ValidationError as exc:
+            rows.append([str(dig(raw, "name") or "?"), "?", _first_line(exc)])
+            continue
+        rows.append([gate.name, _camel(gates.kind_name(gate)), gates.limit_text(gate)])
+    return rows
+
+
+def _camel(field_name: str) -> str:
+    head, *rest = field_name.split("_")
+    return head + "".join(w.title() for w in rest)
 
 
 def output_paths(target: str) -> list[Path]:
@@ -436,84 +391,107 @@ def write_report(
 # ------------------------------------------------------------------------ prometheus
 
 
-def parse_range_result(data: Any) -> list[list[tuple[datetime, float]]]:
-    """The series of a Prometheus range query (``matrix``), each as (time, value) points.
+class RangeReader(Protocol):
+    """Answers a range query with its series, each as (time, value) points.
 
-    NaN and unparsable values are dropped: a gap in the line, not a zero.
+    :class:`modelrollout.analysis.source.PrometheusSource` is the one in production: the
+    report asks Prometheus through the same client, TLS and timeout as the operator. A
+    source that cannot answer raises :class:`~modelrollout.analysis.source.SourceError`.
     """
-    if isinstance(data, Mapping):
-        data = data.get("result")
-    out = []
-    for series in data or []:
-        points = []
-        for pair in _get(series, "values") or []:
-            try:
-                t = datetime.fromtimestamp(float(pair[0]), tz=UTC)
-                v = float(pair[1])
-            except (TypeError, ValueError, IndexError):
-                continue
-            if math.isfinite(v):
-                points.append((t, v))
-        out.append(points)
-    return out
+
+    def series(
+        self, query: str, *, start: datetime, end: datetime, step: float
+    ) -> list[list[tuple[datetime, float]]]: ...
+
+
+@dataclass
+class Gathered:
+    """What ``--prometheus`` adds to a report."""
+
+    series: dict[str, list[GateSeries]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per gate: why (part of) it is not drawn, e.g. a drift statistic has no series."""
+    warnings: list[str] = field(default_factory=list)
+    """What failed: an unreachable Prometheus, a gate that does not parse."""
 
 
 def prometheus_series(
-    obj: Obj, url: str, start: datetime, end: datetime, step_seconds: float | None = None
-) -> tuple[dict[str, list[tuple[datetime, float]]], list[str]]:
-    """Each gate's query over [start, end] at full resolution, plus warnings for what failed.
+    obj: Obj,
+    source: RangeReader,
+    start: datetime,
+    end: datetime,
+    step_seconds: float | None = None,
+) -> Gathered:
+    """Each gate's plottable queries over [start, end] at full resolution.
 
-    The queries are filled in for the *current* candidate and stable
-    versions, as the operator fills them; ``{{stage}}`` is left empty since
-    a range spans several stages.
+    What a gate kind draws comes from the analysis registry (``queries``): the value for
+    each version where PromQL can say it, related series on their own axis, or a note
+    where there is nothing to draw. The queries are filled in for the *current*
+    candidate and stable versions, as the operator fills them; ``{{stage}}`` is left
+    empty since a range spans several stages.
     """
-    from prometheus_api_client import PrometheusConnect
+    from pydantic import ValidationError
 
-    from modelrollout.analysis.gates import GateContext, TemplateError, query_of, render
-    from modelrollout.api.gates import MetricGate
+    from modelrollout.analysis import gates
+    from modelrollout.api.spec import ModelRolloutSpec
+    from modelrollout.api.status import ModelRolloutStatus
 
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    analysis = spec.get("analysis") or {}
-    ctx = GateContext(
-        model=str(spec.get("model", "")),
-        namespace=namespace_of(obj),
-        candidate_version=str(
-            status.get("candidateVersion") or _get(spec.get("candidate"), "version") or ""
-        ),
-        stable_version=str(
-            status.get("stableVersion") or _get(spec.get("stable"), "version") or ""
-        ),
-        interval=str(analysis.get("interval") or "1m"),
+    out = Gathered()
+    try:
+        spec = ModelRolloutSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        out.warnings.append(f"spec: {_first_line(exc)}")
+        return out
+    try:
+        status = ModelRolloutStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = ModelRolloutStatus()
+    ctx = gates.context_for(
+        spec, status, namespace=namespace_of(obj), now=end, stage="", seconds_in_stage=0.0
     )
     span = max((end - start).total_seconds(), 60.0)
     # Whole seconds: Prometheus reads "3.6s" as no duration at all. ~500 points: detailed,
     # and far under its 11,000-points-per-series limit.
     step = max(1, math.ceil(step_seconds or span / 500))
-    client = PrometheusConnect(url=url, disable_ssl=False)
-    out: dict[str, list[tuple[datetime, float]]] = {}
-    warnings: list[str] = []
-    for raw in analysis.get("metrics") or []:
+    for gate in spec.analysis.metrics:
         try:
-            gate = MetricGate.model_validate(raw)
-            promql = render(query_of(gate), ctx.variables())
-        except (ValueError, TemplateError) as exc:
-            warnings.append(f"gate {_get(raw, 'name')}: {str(exc).splitlines()[0]}")
+            plot = gates.queries(gate, ctx)
+        except ValueError as exc:  # TemplateError
+            out.warnings.append(f"gate {gate.name}: {_first_line(exc)}")
             continue
+        if plot.note:
+            out.notes[gate.name] = plot.note
+        _gather(out, gate, plot, source, start - timedelta(seconds=step),
+                end + timedelta(seconds=step), step)  # fmt: skip
+    return out
+
+
+def _gather(
+    out: Gathered,
+    gate: MetricGate,
+    plot: Plot,
+    source: RangeReader,
+    start: datetime,
+    end: datetime,
+    step: int,
+) -> None:
+    from modelrollout.analysis.source import SourceError
+
+    for s in plot.series:
         try:
-            data = client.custom_query_range(
-                query=promql,
-                start_time=start - timedelta(seconds=step),
-                end_time=end + timedelta(seconds=step),
-                step=f"{step}s",
+            found = source.series(s.promql, start=start, end=end, step=step)
+        except SourceError as exc:
+            out.warnings.append(f"gate {gate.name}: {_first_line(exc)}")
+            return  # one warning per gate: the next query would fail the same way
+        if len(found) > 1:
+            which = f" ({s.label})" if len(plot.series) > 1 else ""
+            out.warnings.append(
+                f"gate {gate.name}{which}: {len(found)} series returned; showing the first"
             )
-        except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.append(f"gate {gate.name}: prometheus at {url}: {text[:200]}")
-            continue
-        series = parse_range_result(data)
-        if len(series) > 1:
-            warnings.append(f"gate {gate.name}: {len(series)} series returned; showing the first")
-        if series and series[0]:
-            out[gate.name] = series[0]
-    return out, warnings
+        if found and found[0]:
+            out.series.setdefault(gate.name, []).append(GateSeries(s.label, found[0], s.same_scale))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from modelrollout.api.base import format_ts
 from modelrollout.api.status import Condition, ModelRolloutStatus, Phase
 from modelrollout.engine.types import Observations
 
@@ -61,7 +62,7 @@ def set_conditions(s: ModelRolloutStatus, obs: Observations, now: datetime, *, d
         since = (
             prev.last_transition_time
             if prev is not None and prev.status == status
-            else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            else format_ts(now)
         )
         out.append(
             Condition(

@@ -8,15 +8,17 @@ replayed from a recorded status in a table test.
 One call does what the current state allows and no more: it records the
 check that ran, handles a human request, and advances through as many steps
 as are ready (a ``setWeight`` followed by a timed pause advances once and
-then waits). Progress never goes backwards except by a rollback or by a new
-candidate, which restarts from the first stage.
+then waits). Progress never goes backwards except by a rollback, an undo after
+a promotion (within ``spec.rollbackWindow``), or a new candidate, which
+restarts from the first stage.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from modelrollout.api.base import parse_duration
+from modelrollout.api.base import format_ts, parse_duration, parse_ts
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (
@@ -25,6 +27,7 @@ from modelrollout.api.status import (
     HistoryEntry,
     ModelRolloutStatus,
     Phase,
+    ScaledDown,
     Stage,
     Verdict,
     Weights,
@@ -46,33 +49,35 @@ from modelrollout.engine.types import (
 HISTORY_LIMIT = 50
 LEDGER_LIMIT = 20
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
-
-#: Pause reasons the engine clears by itself, and ones only a human clears.
+#: Pause reasons (``status.pauseReason``) the engine clears by itself, and ones only a
+#: human clears. A pause at an approval checkpoint keeps the wire value ``gate``.
 PAUSE_INCONCLUSIVE = "inconclusive"
 PAUSE_USER = "user"
 PAUSE_SPEC = "spec"
-PAUSE_GATE = "gate"
-
-
-def ts(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_ts(text: str | None) -> datetime | None:
-    """Timestamps are naive UTC inside the engine; the shell passes a naive UTC ``now``."""
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+PAUSE_APPROVAL = "gate"
 
 
 # ----------------------------------------------------------------------- planning
 
 
 def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
-    """Is a check due, and of which gates? A pure function of the same inputs as decide."""
+    """Is a check due, of which gates, and which Deployments to read? Pure, as decide is."""
+    due = scale_down_due(spec, status, now)
+    return replace(_check_plan(spec, status, now), read_replicas=(due,) if due else ())
+
+
+def _check_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
     gates = active_gates(spec, status)
-    if not gates or status.phase in TERMINAL or status.candidate_version is None:
+    if in_rollback_window(status, now):
+        # After the promotion: the promoted version is judged against the previous one.
+        return Plan(
+            check_due=bool(gates) and _check_due(spec, status, now),
+            candidate_version=status.stable_version,
+            stable_version=status.previous_stable_version,
+            stage=Stage.ROLLBACK_WINDOW.value,
+            gates=tuple(gates),
+        )
+    if not gates or status.phase.is_terminal or status.candidate_version is None:
         return Plan(check_due=False)
     if status.candidate_version != spec.candidate.version:
         return Plan(check_due=False)  # a new candidate: start it first, measure later
@@ -81,14 +86,8 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
         # The candidate sees no traffic: nothing to measure. A blue-green preview is the
         # exception: its Service takes direct requests (smoke tests) that no route shows.
         return Plan(check_due=False)
-    since = max(
-        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
-        default=None,
-    )
-    interval = parse_duration(spec.analysis.interval)
-    due = since is None or (now - since).total_seconds() >= interval
     return Plan(
-        check_due=due,
+        check_due=_check_due(spec, status, now),
         candidate_version=status.candidate_version,
         stable_version=status.stable_version,
         stage=status.stage.value if status.stage else None,
@@ -96,10 +95,55 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
     )
 
 
+def _check_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    since = max(
+        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
+        default=None,
+    )
+    interval = parse_duration(spec.analysis.interval)
+    return since is None or (now - since).total_seconds() >= interval
+
+
 def active_gates(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[MetricGate]:
-    """The gates checked in the current stage."""
+    """The gates checked in the current stage.
+
+    A gate without ``stages`` is checked up to the promotion; after it, within
+    the rollback window, only the gates that list ``rollbackWindow`` are.
+    """
     stage = status.stage
+    if stage == Stage.ROLLBACK_WINDOW:
+        return [g for g in spec.analysis.metrics if g.stages and stage in g.stages]
     return [g for g in spec.analysis.metrics if g.stages is None or stage in g.stages]
+
+
+def in_rollback_window(status: ModelRolloutStatus, now: datetime) -> bool:
+    """Promoted, and the previous version can still be brought back by an undo."""
+    until = parse_ts(status.undo_until)
+    return (
+        status.phase == Phase.SUCCEEDED
+        and status.stage == Stage.ROLLBACK_WINDOW
+        and status.previous_stable_version is not None
+        and until is not None
+        and now < until
+    )
+
+
+def scale_down_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> str | None:
+    """The old version whose Deployment is due to be scaled down after a blue-green switch.
+
+    Due at ``scaleDownAt``, but never while a rollback window is open or still
+    ahead (before the promotion): an undo must find the previous version ready
+    to serve. Before the promotion the old version is still the stable one;
+    after it, the previous stable one.
+    """
+    at = parse_ts(status.scale_down_at)
+    if at is None or now < at or status.scaled_down is not None:
+        return None
+    if status.stage == Stage.POST_PROMOTION and not status.phase.is_terminal:
+        return status.stable_version if spec.rollback_window is None else None
+    if status.phase == Phase.SUCCEEDED and not in_rollback_window(status, now):
+        return status.previous_stable_version
+    return None
 
 
 # ----------------------------------------------------------------------- deciding
@@ -114,6 +158,7 @@ class _Tick:
         self.now = now
         self.events: list[Event] = []
         self.retired: tuple[str, ...] = ()
+        self.scale: dict[str, int] = {}
 
     # -- small verbs -----------------------------------------------------------
 
@@ -124,7 +169,7 @@ class _Tick:
         s = self.s
         s.history.append(
             HistoryEntry(
-                at=ts(self.now),
+                at=format_ts(self.now),
                 phase=s.phase,
                 stage=s.stage or Stage.DONE,
                 step_index=s.step_index,
@@ -145,24 +190,24 @@ class _Tick:
         s = self.s
         s.stage = stage
         s.step_index = step_index
-        s.stage_started_at = ts(self.now)
-        s.step_started_at = ts(self.now)
+        s.stage_started_at = format_ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.consecutive_passes = 0
 
     def elapsed(self, since: str | None) -> float:
         t = parse_ts(since)
         return 0.0 if t is None else (self.now - t).total_seconds()
 
-    def pause(self, kind: str, message: str, gate: str | None = None) -> None:
+    def pause(self, kind: str, message: str, checkpoint: str | None = None) -> None:
         s = self.s
-        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == gate:
+        if s.phase == Phase.PAUSED and s.pause_reason == kind and s.awaiting_approval == checkpoint:
             return
         s.phase = Phase.PAUSED
         s.pause_reason = kind
-        s.awaiting_approval = gate
+        s.awaiting_approval = checkpoint
         s.message = message
         self.record("Paused", message)
-        # A pause that a human must look into (no data) is a warning; a planned gate is not.
+        # A pause that a human must look into (no data) is a warning; a planned checkpoint is not.
         kind_of = EventType.WARNING if kind == PAUSE_INCONCLUSIVE else EventType.NORMAL
         self.event(kind_of, "Paused", message)
 
@@ -183,10 +228,10 @@ class _Tick:
             return Phase.PROMOTING
         return Phase.PROGRESSING
 
-    def approved(self, gate: str) -> bool:
-        """A human gate passes once: the approval is spent when it is used."""
-        if self.s.approved_gate == gate:
-            self.s.approved_gate = None
+    def approved(self, checkpoint: str) -> bool:
+        """An approval checkpoint passes once: the approval is spent when it is used."""
+        if self.s.approved_checkpoint == checkpoint:
+            self.s.approved_checkpoint = None
             return True
         return False
 
@@ -198,15 +243,20 @@ class _Tick:
         if previous and previous not in (spec.candidate.version, s.stable_version):
             self.retired = (previous,)
         s.candidate_version = spec.candidate.version
-        s.rollout_started_at = ts(self.now)
+        s.rollout_started_at = format_ts(self.now)
         s.waiting_since = None
         s.consecutive_failures = 0
         s.consecutive_inconclusive = 0
         s.pause_reason = None
         s.awaiting_approval = None
-        s.approved_gate = None
+        s.approved_checkpoint = None
         s.aborted = None
+        # A new rollout ends the last one's rollback window; a scale-down still pending
+        # is left to the user (docs/limitations.md).
         s.scale_down_at = None
+        s.scaled_down = None
+        s.previous_stable_version = None
+        s.undo_until = None
         s.last_check_at = None
         if spec.strategy.shadow is not None:
             self.enter_stage(Stage.SHADOW)
@@ -232,7 +282,7 @@ class _Tick:
         s.phase = Phase.PENDING
         s.message = waiting_message(admission)
         if first:
-            s.waiting_since = ts(self.now)
+            s.waiting_since = format_ts(self.now)
             self.record("Waiting", s.message)
             self.event(EventType.NORMAL, "Waiting", s.message)
 
@@ -248,13 +298,15 @@ class _Tick:
         s.stage = Stage.DONE
         s.pause_reason = None
         s.awaiting_approval = None
+        s.scale_down_at = None  # the old version is the stable one again: it stays
+        self.restore(s.stable_version)
         self.set_traffic(0, 0)
         s.message = message
         self.record(reason, message)
         self.event(EventType.WARNING, reason, message)
 
     def promote(self, message: str) -> None:
-        s = self.s
+        s, window = self.s, self.spec.rollback_window
         old = s.stable_version
         s.stable_version = s.candidate_version
         s.phase = Phase.SUCCEEDED
@@ -263,19 +315,145 @@ class _Tick:
         s.pause_reason = None
         s.awaiting_approval = None
         self.set_traffic(0, 0)
-        if old and old != s.stable_version:
+        s.previous_stable_version = old if old != s.stable_version else None
+        s.undo_until = None
+        if old is not None and old != s.stable_version:
             self.retired = (old,)
+        if s.previous_stable_version is not None and window is not None:
+            s.undo_until = format_ts(self.now + timedelta(seconds=parse_duration(window)))
+            self.enter_stage(Stage.ROLLBACK_WINDOW)
+            s.consecutive_failures = 0
+            s.consecutive_inconclusive = 0
+            message += f"; {old} stays ready for an undo until {s.undo_until}"
         s.message = message
         self.record("Promoted", message)
         self.event(EventType.NORMAL, "Promoted", message)
 
+    # -- after a promotion -----------------------------------------------------
+
+    def window_open(self) -> bool:
+        return in_rollback_window(self.s, self.now)
+
+    def restore(self, version: str | None) -> None:
+        """Give a scaled-down version back the replicas it had, before traffic returns to it."""
+        s = self.s
+        if version is not None and s.scaled_down is not None and s.scaled_down.version == version:
+            self.scale[version] = s.scaled_down.replicas
+            s.scaled_down = None
+
+    def undo(self, why: str) -> None:
+        """All traffic back to the version stable before the promotion, in one route write."""
+        s = self.s
+        promoted, previous = s.stable_version, s.previous_stable_version
+        assert previous is not None
+        s.stable_version = previous
+        s.candidate_version = promoted
+        s.phase = Phase.ROLLED_BACK
+        s.stage = Stage.DONE
+        s.step_index = None
+        s.previous_stable_version = None
+        s.undo_until = None
+        s.scale_down_at = None
+        self.restore(previous)
+        self.set_traffic(0, 0)
+        s.message = f"undone after promotion: all traffic back on {previous} ({why})"
+        self.record("Undone", s.message)
+        self.event(EventType.WARNING, "Undone", s.message)
+
+    def refuse_undo(self) -> None:
+        s = self.s
+        if s.phase != Phase.SUCCEEDED or s.previous_stable_version is None:
+            why = f"undo only follows a promotion (phase {s.phase.value})"
+            if not s.phase.is_terminal:
+                why += ": abort stops a rollout in progress"
+        elif s.undo_until is None:
+            why = "spec.rollbackWindow was not set at the promotion: there is no undo window"
+        else:
+            why = f"the rollback window closed at {s.undo_until}"
+        self.event(EventType.WARNING, "UndoRefused", f"undo refused: {why}")
+
+    def check_in_window(self, results: list[GateResult]) -> None:
+        """A check after the promotion: failureLimit failures in a row undo it; no data never."""
+        s, spec = self.s, self.spec
+        verdict, counted = self.log_check(results)
+        if verdict == Verdict.PASS:
+            s.consecutive_failures = 0
+            s.consecutive_inconclusive = 0
+            s.consecutive_passes += 1
+            return
+        s.consecutive_passes = 0
+        if verdict == Verdict.FAIL:
+            s.consecutive_failures += 1
+            s.consecutive_inconclusive = 0
+            why = "; ".join(_explain(r) for r, v in counted if v == Verdict.FAIL)
+            limit = spec.analysis.failure_limit
+            if s.consecutive_failures >= limit:
+                self.undo(
+                    f"undone automatically: {why} ({s.consecutive_failures} failed checks in a "
+                    f"row in the rollback window, limit {limit})"
+                )
+            else:
+                self.event(
+                    EventType.WARNING,
+                    "AnalysisFailed",
+                    f"after promotion: {why} ({s.consecutive_failures} of {limit} failed "
+                    "checks in a row undo it)",
+                )
+            return
+        s.consecutive_inconclusive += 1
+        held = "; ".join(
+            f"{r.metric}: {r.reason or 'no data'}" for r, v in counted if v == Verdict.INCONCLUSIVE
+        )
+        self.event(
+            EventType.WARNING,
+            "AnalysisInconclusive",
+            f"after promotion: {held} (no data never undoes a promotion)",
+        )
+
+    def close_window(self) -> None:
+        s = self.s
+        if s.phase != Phase.SUCCEEDED or s.stage != Stage.ROLLBACK_WINDOW or self.window_open():
+            return
+        s.stage = Stage.DONE
+        s.message = (
+            f"{s.stable_version} is stable; the rollback window to "
+            f"{s.previous_stable_version} closed at {s.undo_until}"
+        )
+        self.record("RollbackWindowClosed", s.message)
+        self.event(EventType.NORMAL, "RollbackWindowClosed", s.message)
+
+    def scale_down(self, obs: Observations) -> None:
+        """Blue-green: the old version's Deployment to zero once it is no longer needed."""
+        s = self.s
+        version = scale_down_due(self.spec, s, self.now)
+        if version is None or obs.replicas is None or version not in obs.replicas:
+            return  # not due, or the shell has not read the Deployment yet
+        s.scale_down_at = None
+        replicas = obs.replicas[version]
+        deployment = self.spec.deployment_for(self.spec.version_ref(version))
+        if replicas is None:
+            message = f"no Deployment {deployment} of {version} to scale down"
+            self.event(EventType.NORMAL, "ScaledDown", message)
+            return
+        s.scaled_down = ScaledDown(version=version, replicas=replicas)
+        self.scale[version] = 0
+        message = (
+            f"scaled down {version} (Deployment {deployment}, {replicas} replicas recorded "
+            "for a rollback)"
+        )
+        self.record("ScaledDown", message)
+        self.event(EventType.NORMAL, "ScaledDown", message)
+
     # -- analysis --------------------------------------------------------------
 
-    def take_check(self, results: list[GateResult]) -> Verdict:
-        s, spec = self.s, self.spec
-        verdict, counted = judge_check(results, spec.analysis.metrics)
+    def log_check(
+        self, results: list[GateResult]
+    ) -> tuple[Verdict, list[tuple[GateResult, Verdict]]]:
+        """Judge a check and keep it in the ledger."""
+        s = self.s
+        verdict, counted = judge_check(results, self.spec.analysis.metrics)
         run = AnalysisRun(
-            at=ts(self.now),
+            at=format_ts(self.now),
             stage=s.stage or Stage.DONE,
             step_index=s.step_index,
             verdict=verdict,
@@ -284,7 +462,12 @@ class _Tick:
         s.last_analysis = run
         s.analysis_ledger.append(run)
         del s.analysis_ledger[:-LEDGER_LIMIT]
-        s.last_check_at = ts(self.now)
+        s.last_check_at = format_ts(self.now)
+        return verdict, counted
+
+    def take_check(self, results: list[GateResult]) -> Verdict:
+        s, spec = self.s, self.spec
+        verdict, counted = self.log_check(results)
 
         if verdict == Verdict.PASS:
             s.consecutive_failures = 0
@@ -356,7 +539,13 @@ class _Tick:
             return
         s.handled_request = str(req)
         verb = req.verb
-        if s.phase in TERMINAL:
+        if verb == RequestVerb.UNDO:
+            if self.window_open():
+                self.undo(f"{s.stable_version} was promoted; undone by a human")
+            else:
+                self.refuse_undo()
+            return
+        if s.phase.is_terminal:
             retryable = s.phase in (
                 Phase.ROLLED_BACK,
                 Phase.FAILED,
@@ -395,12 +584,12 @@ class _Tick:
                     "spec.paused is true: set it to false in the manifest to go on",
                 )
                 return
-            gate = s.awaiting_approval or _current_gate(self.spec, s)
-            s.approved_gate = gate
+            checkpoint = s.awaiting_approval or _current_checkpoint(self.spec, s)
+            s.approved_checkpoint = checkpoint
             if s.phase == Phase.PAUSED:
-                self.unpause(f"promoted past {gate} by a human")
+                self.unpause(f"promoted past {checkpoint} by a human")
             else:
-                self.event(EventType.NORMAL, "Approved", f"{gate} approved by a human")
+                self.event(EventType.NORMAL, "Approved", f"{checkpoint} approved by a human")
         elif verb == RequestVerb.PAUSE:
             if s.phase != Phase.PAUSED:
                 self.pause(PAUSE_USER, "paused by a human")
@@ -413,7 +602,7 @@ class _Tick:
                     "RequestIgnored",
                     "spec.paused is true: set it to false in the manifest to resume",
                 )
-            elif s.pause_reason == PAUSE_GATE:
+            elif s.pause_reason == PAUSE_APPROVAL:
                 self.event(
                     EventType.WARNING,
                     "RequestIgnored",
@@ -430,7 +619,7 @@ class _Tick:
     # -- progress --------------------------------------------------------------
 
     def moving(self) -> bool:
-        return self.s.phase not in TERMINAL and self.s.phase != Phase.PAUSED
+        return not self.s.phase.is_terminal and self.s.phase != Phase.PAUSED
 
     def advance(self) -> None:
         """Go through every stage that is ready, in order, within this one tick."""
@@ -444,11 +633,11 @@ class _Tick:
             if self.s.stage == stage and self.moving():
                 step()
 
-    def gate(self, key: str, message: str) -> bool:
-        """A human gate: True when a human approved it, else pause at it."""
-        if self.approved(key):
+    def await_approval(self, checkpoint: str, message: str) -> bool:
+        """An approval checkpoint: True when a human approved it, else pause at it."""
+        if self.approved(checkpoint):
             return True
-        self.pause(PAUSE_GATE, message, gate=key)
+        self.pause(PAUSE_APPROVAL, message, checkpoint=checkpoint)
         return False
 
     def advance_shadow(self) -> None:
@@ -464,7 +653,7 @@ class _Tick:
             if spec.automation in (
                 Automation.AFTER_SHADOW,
                 Automation.EVERY_STEP,
-            ) and not self.gate(
+            ) and not self.await_approval(
                 "shadow:end", "shadow passed: waiting for a human to let live traffic in"
             ):
                 return
@@ -497,11 +686,13 @@ class _Tick:
         if step.set_weight is not None:
             raises = step.set_weight > s.weights.candidate
             if spec.automation == Automation.EVERY_STEP and raises:
-                return self.gate(key, f"waiting for approval to raise weight to {step.set_weight}%")
+                return self.await_approval(
+                    key, f"waiting for approval to raise weight to {step.set_weight}%"
+                )
             return True
         if step.pause is not None:
             if step.pause.duration is None:
-                return self.gate(key, f"human gate at step {i}: promote to go on")
+                return self.await_approval(key, f"human gate at step {i}: promote to go on")
             if self.approved(key):
                 return True
             return self.elapsed(s.step_started_at) >= parse_duration(step.pause.duration)
@@ -520,7 +711,7 @@ class _Tick:
             self.record("WeightChanged", msg)
             self.event(EventType.NORMAL, "WeightChanged", msg)
         s.step_index = i + 1
-        s.step_started_at = ts(self.now)
+        s.step_started_at = format_ts(self.now)
         s.message = f"canary step {i + 1} of {len(self.spec.strategy.canary.steps)}"  # type: ignore[union-attr]
 
     def try_promote_canary(self) -> None:
@@ -533,7 +724,7 @@ class _Tick:
         if spec.automation in (
             Automation.BEFORE_PROMOTION,
             Automation.EVERY_STEP,
-        ) and not self.gate(
+        ) and not self.await_approval(
             "canary:promotion", "all steps passed: waiting for approval to promote"
         ):
             return
@@ -553,13 +744,15 @@ class _Tick:
                 Automation.BEFORE_PROMOTION,
                 Automation.EVERY_STEP,
             )
-            if needs_human and not self.gate(
+            if needs_human and not self.await_approval(
                 "preview:promotion", "preview passed: waiting for approval to switch"
             ):
                 return
         self.enter_stage(Stage.POST_PROMOTION)
         self.set_traffic(100, 0)
-        s.scale_down_at = ts(self.now + timedelta(seconds=parse_duration(bg.scale_down_delay)))
+        s.scale_down_at = format_ts(
+            self.now + timedelta(seconds=parse_duration(bg.scale_down_delay))
+        )
         s.phase = Phase.PROMOTING
         s.message = (
             f"switched all traffic to {s.candidate_version}; {s.stable_version} stays warm "
@@ -623,7 +816,7 @@ def _explain(r: GateResult) -> str:
     return f"gate {r.metric}: {value} ({limit})"
 
 
-def _current_gate(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
+def _current_checkpoint(spec: ModelRolloutSpec, s: ModelRolloutStatus) -> str:
     if s.stage == Stage.SHADOW:
         return "shadow:end"
     if s.stage == Stage.PREVIEW:
@@ -662,7 +855,7 @@ def decide(
 
     if obs.deleting:
         t.set_traffic(0, 0)
-        if s.phase not in TERMINAL:
+        if not s.phase.is_terminal:
             t.event(
                 EventType.WARNING,
                 "Deleted",
@@ -672,7 +865,7 @@ def decide(
 
     if s.candidate_version != spec.candidate.version:
         if spec.candidate.version == s.stable_version:
-            if s.phase not in TERMINAL or s.candidate_version is None:
+            if not s.phase.is_terminal or s.candidate_version is None:
                 if s.candidate_version and s.candidate_version != s.stable_version:
                     t.retired = (s.candidate_version,)
                 s.candidate_version = spec.candidate.version
@@ -684,7 +877,7 @@ def decide(
             else:
                 s.candidate_version = spec.candidate.version
         else:
-            running = s.phase not in TERMINAL and s.phase != Phase.PENDING
+            running = not s.phase.is_terminal and s.phase != Phase.PENDING
             restarted = s.candidate_version is not None and running
             if not restarted and not admitted(obs):
                 t.wait_for_slot(obs.admission)
@@ -693,18 +886,22 @@ def decide(
 
     t.handle_request(obs)
 
-    if s.phase not in TERMINAL:
+    if not s.phase.is_terminal:
         if spec.paused and s.pause_reason != PAUSE_SPEC:
             t.pause(PAUSE_SPEC, "paused by spec.paused")
         elif not spec.paused and s.pause_reason == PAUSE_SPEC:
             t.unpause("spec.paused was cleared")
 
-    if obs.analysis is not None and s.phase not in TERMINAL:
+    if obs.analysis is not None and not s.phase.is_terminal:
         t.take_check(obs.analysis)
+    elif obs.analysis is not None and t.window_open():
+        t.check_in_window(obs.analysis)
 
     if s.pause_reason not in (PAUSE_SPEC, PAUSE_USER):
         t.advance()
 
+    t.close_window()
+    t.scale_down(obs)
     return _finish(t, obs, drift)
 
 
@@ -785,4 +982,5 @@ def _finish(
         traffic=intent,
         events=t.events,
         release_finalizer=release,
+        scale=t.scale,
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from modelrollout.api.base import parse_ts
 from modelrollout.api.status import Phase
 from modelrollout.engine import Decision
 
@@ -87,9 +87,13 @@ class OperatorMetrics:
         )
         self.query_errors = Counter(
             "modelrollout_prometheus_query_errors_total",
-            "Queries to Prometheus that got no answer.",
+            "Queries to Prometheus that got no usable answer, by kind: unreachable "
+            "(connection, timeout, 5xx) or refused (Prometheus rejected the query).",
+            ["kind"],
             registry=r,
         )
+        for kind in ("unreachable", "refused"):
+            self.query_errors.labels(kind)  # both series exist at 0 from the start
         self.reconcile_seconds = Histogram(
             "modelrollout_reconcile_seconds",
             "Duration of one reconcile.",
@@ -106,10 +110,11 @@ class OperatorMetrics:
     def observe_notification(self, kind: str, outcome: str) -> None:
         self.notifications.labels(kind, outcome).inc()
 
-    def observe_query(self, seconds: float, failed: bool) -> None:
+    def observe_query(self, seconds: float, error: str | None) -> None:
+        """One query's latency, and its error kind (``SourceError.kind``) when it failed."""
         self.query_seconds.observe(seconds)
-        if failed:
-            self.query_errors.inc()
+        if error is not None:
+            self.query_errors.labels(error).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted rollout leaves no series behind."""
@@ -179,9 +184,9 @@ class OperatorMetrics:
             first = run.get("at")
         last = ledger[-1].get("at") if ledger else None
         if first and last:
-            fmt = "%Y-%m-%dT%H:%M:%SZ"
-            delta = datetime.strptime(last, fmt) - datetime.strptime(first, fmt)
-            self.rollback_seconds.observe(delta.total_seconds())
+            start, end = parse_ts(first), parse_ts(last)
+            if start is not None and end is not None:
+                self.rollback_seconds.observe((end - start).total_seconds())
 
     def _refresh_phases(self) -> None:
         counts = {p.value: 0 for p in Phase}

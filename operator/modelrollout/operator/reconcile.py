@@ -3,13 +3,17 @@
 This is the whole shell around the pure engine, free of kopf so it can be
 driven directly in tests. The order is fixed:
 
-1. parse the spec (a bad one becomes a Failed status with the reason);
+1. parse the spec (a bad one becomes a Failed status with the reason), and ask the
+   operator's Prometheus policy about the address it names: an address the
+   cluster admin did not allow is refused the same way, before any request is
+   made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due;
+3. run the gates if a check is due, and read the Deployments a scale-down needs;
 4. ``engine.decide``;
-5. make the route hold the decision's traffic intent;
-6. one status merge patch, skipped when nothing changed;
-7. Events, after the patch has landed.
+5. scale Deployments as decided (a restore comes before traffic returns);
+6. make the route hold the decision's traffic intent;
+7. one status merge patch, skipped when nothing changed;
+8. Events, after the patch has landed.
 """
 
 from __future__ import annotations
@@ -17,18 +21,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import previous_results, stage_seconds
+from modelrollout.analysis.gates import context_for, evaluate
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import MetricSource
-from modelrollout.api.base import GROUP
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.notifications import Notification
-from modelrollout.api.spec import ModelRolloutSpec, VersionRef
+from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
@@ -45,9 +49,10 @@ from modelrollout.engine import (
 from modelrollout.engine.admission import Slot, admit, summarize
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
-from modelrollout.traffic.base import Names, RouteError, Router
+from modelrollout.traffic.base import RouteError, Router, Versions
+from modelrollout.traffic.registry import ROUTERS
+from modelrollout.traffic.workloads import WorkloadError, Workloads
 
-REQUEST_ANNOTATION = f"{GROUP}/request"
 log = logging.getLogger("modelrollout")
 
 
@@ -76,8 +81,10 @@ class NotificationSink(Protocol):
 class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
 
-    routers: dict[str, Router]
-    source_for: Callable[[str | None], MetricSource]
+    routers: dict[str, Router[Any]]
+    source_for: Callable[[str | None], MetricSource | Refused]
+    """The source for a rollout's ``analysis.prometheus.address`` (None: the default), or
+    the operator's refusal of that address, as a value."""
     status: StatusWriter
     events: EventSink
     clock: Callable[[], datetime] = field(
@@ -89,6 +96,8 @@ class Adapters:
     """--max-concurrent-rollouts (None or 0: no limit)."""
     max_rollouts_per_namespace: int | None = None
     """--max-concurrent-rollouts-per-namespace (None or 0: no limit)."""
+    workloads: Workloads | None = None
+    """Deployments to scale (blue-green's old version); None: the operator scales nothing."""
 
 
 def names_for(
@@ -97,53 +106,15 @@ def names_for(
     stable_version: str,
     candidate_version: str | None,
     retired: tuple[str, ...] = (),
-) -> Names:
-    """Service and Deployment names of the versions in play, from the spec's templates."""
-
-    def ref(version: str) -> VersionRef:
-        if spec.candidate.version == version:
-            return spec.candidate
-        if spec.stable is not None and spec.stable.version == version:
-            return spec.stable
-        return VersionRef(version=version)
-
-    return replace(
-        route_names(spec, namespace),
-        stable=spec.service_for(ref(stable_version)),
-        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
-        retired=tuple(spec.service_for(ref(v)) for v in retired),
-        stable_version=stable_version,
-        candidate_version=candidate_version,
-        stable_workload=spec.deployment_for(ref(stable_version)),
-        candidate_workload=spec.deployment_for(ref(candidate_version))
-        if candidate_version
-        else None,
-    )
+) -> object:
+    """The route and the versions in play, as the spec's router builds and alone reads them."""
+    versions = Versions(stable_version, candidate_version, retired)
+    return ROUTERS[spec.traffic_routing.kind].names(spec, namespace=namespace, versions=versions)
 
 
-def route_names(spec: ModelRolloutSpec, namespace: str) -> Names:
-    """The route object and the model's rule in it, before any version is known."""
-    routing = spec.traffic_routing
-    if routing.gateway_api is not None:
-        obj, section, port = (
-            routing.gateway_api.http_route,
-            routing.gateway_api.rule,
-            routing.gateway_api.port,
-        )
-    elif routing.istio is not None:
-        obj, section, port = routing.istio.virtual_service, routing.istio.route, routing.istio.port
-    else:
-        assert routing.service is not None
-        obj, section, port = routing.service.name, None, None
-    return Names(
-        namespace=namespace,
-        object_name=obj,
-        stable="",
-        candidate=None,
-        section=section,
-        port=port,
-        version_label=routing.service.version_label if routing.service else "version",
-    )
+def route_names(spec: ModelRolloutSpec, namespace: str) -> object:
+    """The route and the model's rule in it, before any version is known."""
+    return ROUTERS[spec.traffic_routing.kind].route_names(spec, namespace=namespace)
 
 
 def _prior_versions(
@@ -163,7 +134,7 @@ def reconcile(
     deleting: bool = False,
     others: Iterable[Slot] = (),
 ) -> Decision | None:
-    """One reconcile. Returns the decision (None when the spec cannot be read).
+    """One reconcile. Returns the decision (None when the spec is refused).
 
     ``others`` summarizes every rollout the operator serves (a kopf index), from which
     the admission under the concurrency limits is worked out.
@@ -181,6 +152,15 @@ def reconcile(
     except ValidationError as exc:
         _invalid(body, adapters, status, generation, now, _validation_message(exc))
         return None
+    source: MetricSource | None = None
+    if not deleting:
+        # Before anything else, so a refused address is never asked a thing. A deletion
+        # asks no one; it must still send traffic back to stable.
+        answer = adapters.source_for(spec.analysis.prometheus.address)
+        if isinstance(answer, Refused):
+            _invalid(body, adapters, status, generation, now, answer.message, answer.reason)
+            return None
+        source = answer
 
     router = adapters.routers[spec.traffic_routing.kind]
     stable, candidate = _prior_versions(spec, status)
@@ -197,19 +177,29 @@ def reconcile(
 
     results = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and not deleting:
-        ctx = GateContext(
-            model=spec.model,
+    if p.check_due and traffic_error is None and source is not None:
+        # The plan's versions and stage: what this check measures, which the status
+        # may not say yet (a check due as a stage begins).
+        ctx = context_for(
+            spec,
+            status,
             namespace=namespace,
-            candidate_version=p.candidate_version or "",
-            stable_version=p.stable_version or "",
-            interval=spec.analysis.interval,
+            now=now,
+            candidate_version=p.candidate_version,
+            stable_version=p.stable_version,
             stage=p.stage or "",
-            stage_seconds=stage_seconds(status, now),
-            previous=previous_results(status),
         )
-        source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(list(p.gates), source, ctx)
+
+    replicas = None
+    if p.read_replicas and adapters.workloads is not None and not deleting:
+        try:
+            replicas = {
+                v: adapters.workloads.replicas(namespace, spec.deployment_for(spec.version_ref(v)))
+                for v in p.read_replicas
+            }
+        except WorkloadError as exc:
+            log.warning("%s/%s: %s", namespace, name, exc)
 
     obs = Observations(
         generation=generation,
@@ -225,8 +215,19 @@ def reconcile(
             limit=adapters.max_rollouts,
             per_namespace=adapters.max_rollouts_per_namespace,
         ),
+        replicas=replicas,
     )
     decision = decide(spec, status, obs, now)
+
+    if decision.scale and adapters.workloads is not None:
+        try:
+            for version, count in decision.scale.items():
+                deployment = spec.deployment_for(spec.version_ref(version))
+                adapters.workloads.scale(namespace, deployment, count)
+        except WorkloadError as exc:
+            # As with the route: nothing is recorded as done that was not.
+            log.warning("%s/%s: %s", namespace, name, exc)
+            return decision
 
     if decision.traffic is not None:
         intent = decision.traffic
@@ -252,7 +253,9 @@ def reconcile(
     return decision
 
 
-def _apply(router: Router, spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent) -> None:
+def _apply(
+    router: Router[Any], spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent
+) -> None:
     names = names_for(
         spec, namespace, intent.stable_version, intent.candidate_version, intent.retired_versions
     )
@@ -274,8 +277,14 @@ def _invalid(
     generation: int,
     now: datetime,
     message: str,
+    reason: str = "InvalidSpec",
 ) -> None:
-    """A spec the models refuse: Failed, with the reason where the user looks."""
+    """A spec the operator refuses: Failed, with the reason where the user looks.
+
+    The Event and the Ready/Stalled conditions carry ``reason`` (``InvalidSpec``,
+    ``PrometheusNotAllowed``), so tools tell a typo from a policy refusal. Traffic is
+    not touched: what the route holds stays; a fixed spec (or ``retry``) goes on.
+    """
     if status.phase == Phase.FAILED and status.message == message:
         return
     new = status.model_copy(deep=True)
@@ -283,12 +292,15 @@ def _invalid(
     new.message = message
     new.observed_generation = generation
     set_conditions(new, Observations(generation=generation), now, drift=False)
+    for cond in new.conditions:
+        if cond.type in ("Ready", "Stalled"):
+            cond.reason = reason
     raw = body.get("status") or {}
     meta = body["metadata"]
     adapters.status.patch_status(
         meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
     )
-    event = Event(EventType.WARNING, "InvalidSpec", message)
+    event = Event(EventType.WARNING, reason, message)
     adapters.events.emit(body, event)
     if adapters.notifier is not None:
         adapters.notifier.submit(body, _receivers(body), new.dump(), [event], now)
@@ -305,4 +317,4 @@ def _receivers(body: dict[str, Any]) -> list[Notification] | None:
         return None
 
 
-__all__ = ["REQUEST_ANNOTATION", "Adapters", "reconcile"]
+__all__ = ["Adapters", "reconcile"]
