@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import copy
 import json
+import types
+import typing
 from typing import Any
 
 import pytest
 import yaml
 
+from modelrollout.api.spec import ModelRolloutSpec, TrafficRouting
 from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic import gateway_api, istio, service
-from modelrollout.traffic.base import Names, RouteError
+from modelrollout.traffic import gateway_api, istio, registry, service
+from modelrollout.traffic.base import Clients, Names, RouteError, Versions
+from modelrollout.traffic.service import ServiceNames
 
 HTTPROUTE = yaml.safe_load(
     """
@@ -199,8 +203,8 @@ def dep(replicas: int) -> dict[str, Any]:
     return {"spec": {"replicas": replicas}}
 
 
-def svc_names() -> Names:
-    return names(stable_workload="fd-v1", candidate_workload="fd-v2")
+def svc_names() -> ServiceNames:
+    return ServiceNames(names(), stable_workload="fd-v1", candidate_workload="fd-v2")
 
 
 def test_service_router_switches_the_selector_for_blue_green() -> None:
@@ -224,3 +228,156 @@ def test_service_router_rollback_pins_the_selector_to_stable() -> None:
     assert service.read({"spec": {"selector": selector}}, dep(3), dep(1), svc_names()) == (
         TrafficState(0, 0)
     )
+
+
+def test_virtualservice_route_named_in_the_spec_is_the_one_that_changes() -> None:
+    after = istio.write(VIRTUALSERVICE, names(section="testers"), intent(30))
+    assert after["spec"]["http"][1] == VIRTUALSERVICE["spec"]["http"][1]
+    hosts = [d["destination"]["host"] for d in after["spec"]["http"][0]["route"]]
+    assert hosts == [
+        "fraud-detector-v2.ml.svc.cluster.local",
+        "fraud-detector-v1.ml.svc.cluster.local",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("read", "obj", "message"),
+    [
+        pytest.param(
+            gateway_api.read,
+            HTTPROUTE,
+            "HTTPRoute fraud-detector has no rule named 'x'",
+            id="httproute",
+        ),
+        pytest.param(
+            istio.read,
+            VIRTUALSERVICE,
+            "VirtualService fraud-detector has no http route named 'x'",
+            id="virtualservice",
+        ),
+    ],
+)
+def test_a_section_named_in_the_spec_that_is_missing_is_a_clear_error(
+    read: Any, obj: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(RouteError, match=message):
+        read(obj, names(section="x"))
+
+
+def test_virtualservice_without_a_route_for_the_model_is_a_clear_error() -> None:
+    with pytest.raises(RouteError, match="no http route to other-v1, other-v2"):
+        istio.read(VIRTUALSERVICE, names(stable="other-v1", candidate="other-v2"))
+
+
+def _field_model(annotation: Any) -> Any:
+    (model,) = [a for a in typing.get_args(annotation) if a is not types.NoneType]
+    return model
+
+
+def test_every_traffic_routing_field_has_exactly_one_router_and_every_router_a_field() -> None:
+    fields = {
+        f.alias or name: _field_model(f.annotation)
+        for name, f in TrafficRouting.model_fields.items()
+    }
+    routers = {kind: router.settings for kind, router in registry.ROUTERS.items()}
+    assert routers == fields
+    assert TrafficRouting.kinds() == tuple(fields)
+
+
+def test_the_operator_builds_one_router_of_every_kind_on_the_shared_clients() -> None:
+    clients = Clients(custom=object(), core=object(), apps=object())
+    built = registry.build(clients)
+    assert set(built) == set(registry.ROUTERS)
+    assert all(isinstance(r, registry.ROUTERS[k]) for k, r in built.items())
+
+
+def spec(routing: dict[str, Any]) -> ModelRolloutSpec:
+    return ModelRolloutSpec.model_validate(
+        {
+            "model": "fraud-detector",
+            "stable": {"version": "v1", "deployment": "fd-blue"},
+            "candidate": {"version": "v2", "service": "fd-canary"},
+            "trafficRouting": routing,
+            "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
+        }
+    )
+
+
+VERSIONS = Versions("v1", "v2", retired=("v0",))
+ROUTE = {
+    "namespace": "ml",
+    "stable": "fraud-detector-v1",
+    "candidate": "fd-canary",
+    "retired": ("fraud-detector-v0",),
+    "stable_version": "v1",
+    "candidate_version": "v2",
+}
+
+
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [
+        pytest.param(
+            {"gatewayAPI": {"httpRoute": "fd", "rule": "predict", "port": 8080}},
+            Names(object_name="fd", section="predict", port=8080, **ROUTE),
+            id="gatewayAPI",
+        ),
+        pytest.param(
+            {"istio": {"virtualService": "fd-vs", "route": "primary", "port": 80}},
+            Names(object_name="fd-vs", section="primary", port=80, **ROUTE),
+            id="istio",
+        ),
+        pytest.param(
+            {"service": {"name": "fd", "versionLabel": "track"}},
+            ServiceNames(
+                Names(object_name="fd", **ROUTE),
+                stable_workload="fd-blue",
+                candidate_workload="fraud-detector-v2",
+                version_label="track",
+            ),
+            id="service",
+        ),
+    ],
+)
+def test_each_router_finds_its_route_and_the_versions_services_in_the_spec(
+    routing: dict[str, Any], expected: object
+) -> None:
+    s = spec(routing)
+    router = registry.ROUTERS[s.traffic_routing.kind]
+    assert router.names(s, namespace="ml", versions=VERSIONS) == expected
+
+
+class FakeCustomObjects:
+    """A CustomObjectsApi that holds one object and records the patches sent to it."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+        self.patches: list[list[dict[str, Any]]] = []
+
+    def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        return copy.deepcopy(self.obj)
+
+    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> None:
+        self.patches.append(args[5])
+
+
+def test_custom_object_router_patches_only_the_model_rule_guarded_by_the_resource_version() -> None:
+    api = FakeCustomObjects(HTTPROUTE)
+    router = gateway_api.GatewayAPIRouter(api)
+    assert router.apply(names(), intent(25)) is True
+    (patch,) = api.patches
+    assert patch[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
+    assert patch[1]["op"] == "replace"
+    assert patch[1]["path"] == "/spec/rules/2"
+    assert (
+        patch[1]["value"] == gateway_api.write(HTTPROUTE, names(), intent(25))["spec"]["rules"][2]
+    )
+
+
+def test_custom_object_router_sends_no_patch_when_the_route_already_holds_the_intent() -> None:
+    api = FakeCustomObjects(VIRTUALSERVICE)
+    router = istio.IstioRouter(api)
+    stable_only = names(candidate=None, candidate_version=None)
+    assert router.apply(stable_only, intent(0, candidate=None)) is False
+    assert api.patches == []
+    assert router.read(stable_only) == TrafficState(0, 0)

@@ -69,36 +69,59 @@ class ServiceRouting(ApiModel):
     )
 
 
+def _one_router_cel(schema: dict[str, Any], model: type[Any]) -> None:
+    rule, message = model.exactly_one()
+    schema["x-kubernetes-validations"] = [{"rule": rule, "message": message}]
+
+
 class TrafficRouting(ApiModel):
     """Exactly one router."""
 
-    model_config = cel_rules(
-        (
-            "[has(self.gatewayAPI), has(self.istio), has(self.service)].filter(x, x).size() == 1",
-            "trafficRouting needs exactly one of gatewayAPI, istio, service",
-        )
-    )
+    # The docstring is the CRD's description. Each field is one router's settings,
+    # and its wire name is that router's kind (modelrollout.traffic.registry pairs
+    # them up). The exactly-one rule, here and as CEL in the CRD, follows the
+    # fields: a new router is a new field and nothing else here.
+    model_config = ConfigDict(json_schema_extra=_one_router_cel)
 
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
     istio: IstioRouting | None = None
     service: ServiceRouting | None = None
 
+    @classmethod
+    def kinds(cls) -> tuple[str, ...]:
+        """The routers' kinds: the fields' wire names, in order."""
+        return tuple(f.alias or name for name, f in cls.model_fields.items())
+
+    @classmethod
+    def exactly_one(cls) -> tuple[str, str]:
+        """The exactly-one rule as CEL, and the message both checks give."""
+        kinds = cls.kinds()
+        rule = f"[{', '.join(f'has(self.{k})' for k in kinds)}].filter(x, x).size() == 1"
+        return rule, f"trafficRouting needs exactly one of {', '.join(kinds)}"
+
+    def _chosen(self) -> list[tuple[str, ApiModel]]:
+        return [
+            (field.alias or name, value)
+            for name, field in type(self).model_fields.items()
+            if (value := getattr(self, name)) is not None
+        ]
+
     @model_validator(mode="after")
     def _exactly_one(self) -> TrafficRouting:
-        set_ = [n for n in ("gateway_api", "istio", "service") if getattr(self, n) is not None]
-        if len(set_) != 1:
-            raise ValueError(
-                f"trafficRouting needs exactly one of gatewayAPI, istio, service (got {len(set_)})"
-            )
+        chosen = self._chosen()
+        if len(chosen) != 1:
+            raise ValueError(f"{self.exactly_one()[1]} (got {len(chosen)})")
         return self
 
     @property
     def kind(self) -> str:
-        if self.gateway_api is not None:
-            return "gatewayAPI"
-        if self.istio is not None:
-            return "istio"
-        return "service"
+        """The chosen router's kind, e.g. ``gatewayAPI``."""
+        return self._chosen()[0][0]
+
+    @property
+    def settings(self) -> ApiModel:
+        """The chosen router's settings."""
+        return self._chosen()[0][1]
 
 
 class ShadowStrategy(ApiModel):

@@ -8,10 +8,8 @@ from typing import Any
 
 from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.engine import Event
-from modelrollout.traffic.base import Router
-from modelrollout.traffic.gateway_api import GatewayAPIRouter
-from modelrollout.traffic.istio import IstioRouter
-from modelrollout.traffic.service import ServiceRouter
+from modelrollout.traffic import registry
+from modelrollout.traffic.base import Clients, Router
 
 log = logging.getLogger("modelrollout")
 
@@ -30,15 +28,13 @@ def load_config(kubeconfig: str | None = None, context: str | None = None) -> No
     config.load_kube_config(config_file=kubeconfig, context=context)
 
 
-def routers() -> dict[str, Router]:
+def routers() -> dict[str, Router[Any]]:
+    """One router of every registered kind, sharing one set of clients."""
     from kubernetes import client
 
-    custom = client.CustomObjectsApi()
-    return {
-        "gatewayAPI": GatewayAPIRouter(custom),
-        "istio": IstioRouter(custom),
-        "service": ServiceRouter(client.CoreV1Api(), client.AppsV1Api()),
-    }
+    return registry.build(
+        Clients(custom=client.CustomObjectsApi(), core=client.CoreV1Api(), apps=client.AppsV1Api())
+    )
 
 
 class KubeStatusWriter:

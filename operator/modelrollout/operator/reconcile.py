@@ -27,7 +27,7 @@ from modelrollout.analysis.gates import GateContext, evaluate
 from modelrollout.analysis.ml_gates import previous_results, stage_seconds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
-from modelrollout.api.spec import ModelRolloutSpec, VersionRef
+from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
@@ -42,7 +42,8 @@ from modelrollout.engine import (
 )
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
-from modelrollout.traffic.base import Names, RouteError, Router
+from modelrollout.traffic.base import RouteError, Router, Versions
+from modelrollout.traffic.registry import ROUTERS
 
 log = logging.getLogger("modelrollout")
 
@@ -59,7 +60,7 @@ class EventSink(Protocol):
 class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
 
-    routers: dict[str, Router]
+    routers: dict[str, Router[Any]]
     source_for: Callable[[str | None], MetricSource]
     status: StatusWriter
     events: EventSink
@@ -75,44 +76,10 @@ def names_for(
     stable_version: str,
     candidate_version: str | None,
     retired: tuple[str, ...] = (),
-) -> Names:
-    """Service and Deployment names of the versions in play, from the spec's templates."""
-
-    def ref(version: str) -> VersionRef:
-        if spec.candidate.version == version:
-            return spec.candidate
-        if spec.stable is not None and spec.stable.version == version:
-            return spec.stable
-        return VersionRef(version=version)
-
-    routing = spec.traffic_routing
-    if routing.gateway_api is not None:
-        obj, section, port = (
-            routing.gateway_api.http_route,
-            routing.gateway_api.rule,
-            routing.gateway_api.port,
-        )
-    elif routing.istio is not None:
-        obj, section, port = routing.istio.virtual_service, routing.istio.route, routing.istio.port
-    else:
-        assert routing.service is not None
-        obj, section, port = routing.service.name, None, None
-    return Names(
-        namespace=namespace,
-        object_name=obj,
-        stable=spec.service_for(ref(stable_version)),
-        candidate=spec.service_for(ref(candidate_version)) if candidate_version else None,
-        retired=tuple(spec.service_for(ref(v)) for v in retired),
-        section=section,
-        port=port,
-        stable_version=stable_version,
-        candidate_version=candidate_version,
-        stable_workload=spec.deployment_for(ref(stable_version)),
-        candidate_workload=spec.deployment_for(ref(candidate_version))
-        if candidate_version
-        else None,
-        version_label=routing.service.version_label if routing.service else "version",
-    )
+) -> object:
+    """The route and the versions in play, as the spec's router builds and alone reads them."""
+    versions = Versions(stable_version, candidate_version, retired)
+    return ROUTERS[spec.traffic_routing.kind].names(spec, namespace=namespace, versions=versions)
 
 
 def _prior_versions(
@@ -201,7 +168,9 @@ def reconcile(
     return decision
 
 
-def _apply(router: Router, spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent) -> None:
+def _apply(
+    router: Router[Any], spec: ModelRolloutSpec, namespace: str, intent: TrafficIntent
+) -> None:
     names = names_for(
         spec, namespace, intent.stable_version, intent.candidate_version, intent.retired_versions
     )

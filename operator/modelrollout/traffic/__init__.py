@@ -1,4 +1,4 @@
-"""Traffic routers: one module per kind of route object."""
+"""Traffic routers: one module per kind of route object (see :mod:`.registry`)."""
 
 from modelrollout.traffic.base import Names, RouteError, Router
 

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelrollout.api.spec import GatewayAPIRouting, ModelRolloutSpec
 from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic.base import CustomObjectRouter, Names, Obj, RouteError, copy_obj, share
+from modelrollout.traffic.base import (
+    CustomObjectRouter,
+    Names,
+    Obj,
+    Sections,
+    copy_obj,
+    routing_of,
+    share,
+)
 
 MIRROR = "RequestMirror"
 
@@ -26,27 +35,21 @@ def _plain(rule: dict[str, Any]) -> bool:
     return not any(m.get("headers") or m.get("queryParams") for m in rule.get("matches") or [])
 
 
-def find_rule(obj: Obj, names: Names) -> int:
-    """Index of the model's rule: named by ``names.section``, or the default rule with its refs."""
-    rules = obj.get("spec", {}).get("rules") or []
-    if names.section:
-        for i, rule in enumerate(rules):
-            if rule.get("name") == names.section:
-                return i
-        raise RouteError(f"HTTPRoute {names.object_name} has no rule named {names.section!r}")
-    services = names.model_services
-    hits = [
-        i
-        for i, rule in enumerate(rules)
-        if any(ref.get("name") in services for ref in rule.get("backendRefs") or [])
-    ]
-    if not hits:
-        raise RouteError(
-            f"HTTPRoute {names.object_name} has no rule with a backendRef to "
-            f"{', '.join(sorted(services))}"
-        )
-    plain = [i for i in hits if _plain(rules[i])]
-    return (plain or hits)[0]
+def _backends(rule: dict[str, Any], namespace: str) -> list[str | None]:
+    return [ref.get("name") for ref in rule.get("backendRefs") or []]
+
+
+RULES = Sections(
+    group="gateway.networking.k8s.io",
+    version="v1",
+    plural="httproutes",
+    kind="HTTPRoute",
+    path="/spec/rules",
+    noun="rule",
+    to="with a backendRef to",
+    backends=_backends,
+    plain=_plain,
+)
 
 
 def _mirror_target(f: dict[str, Any]) -> str | None:
@@ -68,7 +71,7 @@ def _mirror_percent(f: dict[str, Any]) -> int:
 
 
 def read(obj: Obj, names: Names) -> TrafficState:
-    rule = obj["spec"]["rules"][find_rule(obj, names)]
+    rule = obj["spec"]["rules"][RULES.find(obj, names)]
     refs = rule.get("backendRefs") or []
     stable = sum(_weight(r) for r in refs if r.get("name") == names.stable)
     others = names.model_services - {names.stable}
@@ -83,7 +86,7 @@ def read(obj: Obj, names: Names) -> TrafficState:
 
 def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
     new = copy_obj(obj)
-    rule = new["spec"]["rules"][find_rule(obj, names)]
+    rule = new["spec"]["rules"][RULES.find(obj, names)]
     refs: list[dict[str, Any]] = list(rule.get("backendRefs") or [])
     template = next((r for r in refs if r.get("name") in names.model_services), {})
     port = names.port or template.get("port")
@@ -133,10 +136,12 @@ def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
 
 class GatewayAPIRouter(CustomObjectRouter):
     kind = "gatewayAPI"
-    group = "gateway.networking.k8s.io"
-    version = "v1"
-    plural = "httproutes"
-    section_path = "/spec/rules"
+    settings = GatewayAPIRouting
+    sections = RULES
     read_fn = staticmethod(read)
     write_fn = staticmethod(write)
-    find_fn = staticmethod(find_rule)
+
+    @classmethod
+    def where(cls, spec: ModelRolloutSpec) -> tuple[str, str | None, int | None]:
+        routing = routing_of(spec, GatewayAPIRouting)
+        return routing.http_route, routing.rule, routing.port

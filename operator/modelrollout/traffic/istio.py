@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelrollout.api.spec import IstioRouting, ModelRolloutSpec
 from modelrollout.engine import TrafficIntent, TrafficState
-from modelrollout.traffic.base import CustomObjectRouter, Names, Obj, RouteError, copy_obj, share
+from modelrollout.traffic.base import (
+    CustomObjectRouter,
+    Names,
+    Obj,
+    Sections,
+    copy_obj,
+    routing_of,
+    share,
+)
 
 
 def service_of(host: str | None, namespace: str) -> str | None:
@@ -31,36 +40,29 @@ def _plain(route: dict[str, Any]) -> bool:
     )
 
 
-def find_route(obj: Obj, names: Names) -> int:
-    routes = obj.get("spec", {}).get("http") or []
-    if names.section:
-        for i, r in enumerate(routes):
-            if r.get("name") == names.section:
-                return i
-        raise RouteError(f"VirtualService {names.object_name} has no route {names.section!r}")
-    services = names.model_services
-    hits = [
-        i
-        for i, r in enumerate(routes)
-        if any(
-            service_of((d.get("destination") or {}).get("host"), names.namespace) in services
-            for d in r.get("route") or []
-        )
-    ]
-    if not hits:
-        raise RouteError(
-            f"VirtualService {names.object_name} has no http route to {', '.join(sorted(services))}"
-        )
-    plain = [i for i in hits if _plain(routes[i])]
-    return (plain or hits)[0]
-
-
 def _svc(dest: dict[str, Any], ns: str) -> str | None:
     return service_of((dest.get("destination") or {}).get("host"), ns)
 
 
+def _backends(route: dict[str, Any], namespace: str) -> list[str | None]:
+    return [_svc(d, namespace) for d in route.get("route") or []]
+
+
+ROUTES = Sections(
+    group="networking.istio.io",
+    version="v1",
+    plural="virtualservices",
+    kind="VirtualService",
+    path="/spec/http",
+    noun="http route",
+    to="to",
+    backends=_backends,
+    plain=_plain,
+)
+
+
 def read(obj: Obj, names: Names) -> TrafficState:
-    route = obj["spec"]["http"][find_route(obj, names)]
+    route = obj["spec"]["http"][ROUTES.find(obj, names)]
     dests = route.get("route") or []
     ns = names.namespace
     others = names.model_services - {names.stable}
@@ -81,7 +83,7 @@ def read(obj: Obj, names: Names) -> TrafficState:
 def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
     new = copy_obj(obj)
     ns = names.namespace
-    route = new["spec"]["http"][find_route(obj, names)]
+    route = new["spec"]["http"][ROUTES.find(obj, names)]
     dests: list[dict[str, Any]] = list(route.get("route") or [])
     template = next((d for d in dests if _svc(d, ns) in names.model_services), None)
 
@@ -125,10 +127,12 @@ def write(obj: Obj, names: Names, intent: TrafficIntent) -> Obj:
 
 class IstioRouter(CustomObjectRouter):
     kind = "istio"
-    group = "networking.istio.io"
-    version = "v1"
-    plural = "virtualservices"
-    section_path = "/spec/http"
+    settings = IstioRouting
+    sections = ROUTES
     read_fn = staticmethod(read)
     write_fn = staticmethod(write)
-    find_fn = staticmethod(find_route)
+
+    @classmethod
+    def where(cls, spec: ModelRolloutSpec) -> tuple[str, str | None, int | None]:
+        routing = routing_of(spec, IstioRouting)
+        return routing.virtual_service, routing.route, routing.port
