@@ -93,11 +93,14 @@ def test_a_canary_step_holds_the_candidates_spec_at_its_weight(
     assert kserve.read(new, TARGET) == TrafficState(weight, 0)
 
 
-def test_everything_but_the_templated_fields_and_the_percent_comes_back_unchanged() -> None:
+def test_everything_but_the_templated_fields_the_percent_and_the_label_comes_back_unchanged() -> (
+    None
+):
     new = kserve.write(ISVC, TARGET, intent(25))
     expected = copy.deepcopy(ISVC)
     expected["spec"]["predictor"]["model"]["storageUri"] = "gs://models/fraud/v2"
     expected["spec"]["predictor"]["canaryTrafficPercent"] = 25
+    expected["spec"]["predictor"]["labels"] = {"version": "v2"}
     assert new == expected
     assert ISVC["spec"]["predictor"]["model"]["storageUri"] == "gs://models/fraud/v1"
 
@@ -123,7 +126,18 @@ def test_with_no_candidate_left_the_stable_spec_goes_back_without_a_percent() ->
     canary = kserve.write(ISVC, TARGET, intent(50))
     stable_only = KServeTarget("ml", "fraud", stable=TARGET.stable)
     back = kserve.write(canary, stable_only, intent(0, candidate=None))
-    assert predictor(back) == predictor(ISVC)
+    assert predictor(back) == predictor(ISVC) | {"labels": {"version": "v1"}}
+
+
+def test_the_version_label_joins_the_users_pod_labels_or_is_left_out_when_unset() -> None:
+    obj = copy.deepcopy(ISVC)
+    predictor(obj)["labels"] = {"team": "risk", "track": "old"}
+    target = KServeTarget("ml", "fraud", TARGET.stable, TARGET.candidate, version_label="track")
+    new = kserve.write(obj, target, intent(5))
+    assert predictor(new)["labels"] == {"team": "risk", "track": "v2"}
+    assert predictor(obj)["labels"] == {"team": "risk", "track": "old"}
+    unlabelled = KServeTarget("ml", "fraud", TARGET.stable, TARGET.candidate, version_label=None)
+    assert "labels" not in predictor(kserve.write(ISVC, unlabelled, intent(5)))
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,14 @@ class KServeRouting(ApiModel):
         "container of a custom predictor (spec.predictor.containers[0].image).",
     )
 
+    version_label: str | None = Field(
+        default="version",
+        max_length=63,
+        pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$",
+        description="Pod label (spec.predictor.labels) that carries the version, so the "
+        "metrics scraped from the predictor's pods can be told apart. Empty: none.",
+    )
+
     @model_validator(mode="after")
     def _some_template(self) -> KServeRouting:
         if not (self.storage_uri_template or self.runtime_version_template or self.image_template):

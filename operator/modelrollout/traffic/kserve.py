@@ -17,6 +17,10 @@ revision and the rest to the last rolled-out one. So:
   good (a deleted ModelRollout) writes the stable's fields back.
 - KServe cannot mirror; the CRD refuses shadow with this router.
 
+Whatever it writes, the predictor's pods also get the version as a label
+(``versionLabel``, in ``spec.predictor.labels``), so the metrics scraped from
+each revision's pods can be told apart by the gates.
+
 Which version the predictor holds is read back by comparing its templated
 fields with each version's rendering; a spec that holds neither the stable nor
 the candidate counts as off stable (its ``canaryTrafficPercent``, or all of it).
@@ -67,6 +71,8 @@ class KServeTarget:
     inference_service: str
     stable: Rendering
     candidate: Rendering | None = None
+    version_label: str | None = "version"
+    """Pod label the predictor gets with the version it holds (``spec.predictor.labels``)."""
 
 
 def render(routing: KServeRouting, *, model: str, version: str) -> Rendering:
@@ -169,6 +175,10 @@ def write(isvc: Obj, target: KServeTarget, intent: TrafficIntent) -> Obj:
         rendering, percent = target.candidate, intent.candidate_weight
     for key, value in _fields(rendering).items():
         _holder(predictor, key, target.inference_service)[key] = value
+    if target.version_label:
+        labels = predictor.get("labels")
+        predictor["labels"] = {**(labels if isinstance(labels, dict) else {})}
+        predictor["labels"][target.version_label] = rendering.version
     if percent is None:
         predictor.pop(CANARY, None)
     else:
@@ -197,6 +207,7 @@ class KServeRouter(BaseRouter[KServeTarget]):
             candidate=render(routing, model=spec.model, version=versions.candidate)
             if versions.candidate
             else None,
+            version_label=routing.version_label or None,
         )
 
     def get(self, target: KServeTarget) -> Obj:
