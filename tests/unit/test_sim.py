@@ -628,7 +628,8 @@ def test_inferenceservice_split_names_an_unknown_version_and_an_unreadable_spec(
     split, mem = split_from_inferenceservice(
         odd, BACKENDS, version_of=version_of, revisions=Revisions("v1")
     )
-    assert split.weights == {} and mem == Revisions("v1")
+    assert split.weights == {}
+    assert mem == Revisions("v1")
 
 
 # ============================================================================ plans
