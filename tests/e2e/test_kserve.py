@@ -209,3 +209,14 @@ def test_rawdeployment_one_inference_service_per_version_behind_an_httproute_is_
     status = world.wait_phase("scorer", "Succeeded", timeout=150)
     assert status["stableVersion"] == "v2"
     assert world.route_backends("scorer") == {"scorer-v2-predictor": 100}
+
+
+def test_the_api_server_refuses_a_shadow_stage_with_the_kserve_router(world: World) -> None:
+    # Given a rollout through an InferenceService that asks for a shadow stage
+    rollout = kserve_rollout(world, "mirror", {"shadow": {"duration": "1m"}, **CANARY})
+    # When a user applies it
+    result = world.kubectl_apply(rollout)
+    # Then the API server refuses it with the reason and the way out
+    assert result.returncode != 0
+    assert "KServe cannot mirror traffic to a candidate" in result.stderr
+    assert "one InferenceService per version behind an HTTPRoute" in result.stderr
