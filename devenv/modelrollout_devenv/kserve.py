@@ -77,8 +77,19 @@ def inferenceservice_config() -> dict[str, Any]:
                     "disableIngressCreation": True,
                 }
             ),
+            # Every quantity is parsed, used or not: upstream's values.
             "storageInitializer": j(
-                {"image": "kserve/storage-initializer:v0.16.0", "enableModelcar": False} | resources
+                {
+                    "image": "kserve/storage-initializer:v0.16.0",
+                    "memoryRequest": "100Mi",
+                    "memoryLimit": "1Gi",
+                    "cpuRequest": "100m",
+                    "cpuLimit": "1",
+                    "enableModelcar": False,
+                    "cpuModelcar": "10m",
+                    "memoryModelcar": "15Mi",
+                    "uidModelcar": 1010,
+                }
             ),
             "credentials": j({"storageSpecSecretName": "storage-config"}),
             "logger": j({"image": "kserve/agent:v0.16.0", "defaultUrl": "http://default-broker"}),
