@@ -73,20 +73,29 @@ def ready(obj: dict[str, Any]) -> bool:
 
 
 def serving(world: World, name: str, uri: str, timeout: float = 90) -> dict[str, Any]:
-    """Wait until KServe says the InferenceService is Ready and its Deployment runs ``uri``."""
+    """Wait until KServe says the InferenceService is Ready and its Deployment runs ``uri``.
+
+    Returns the Deployment's pod template metadata.
+    """
 
     def probe() -> dict[str, Any] | None:
-        isvc = world.get("inferenceservice", name)
-        if not ready(isvc) or isvc["status"].get("observedGeneration") != isvc["metadata"].get(
-            "generation"
-        ):
+        # KServe leaves observedGeneration alone when a change makes no new Deployment
+        # (canaryTrafficPercent, in this mode), so the Deployment is what tells.
+        if not ready(world.get("inferenceservice", name)):
             return None
         dep = world.get("deployment", f"{name}-predictor")
-        template = dep["spec"]["template"]["metadata"].get("annotations") or {}
-        held = [v for k, v in template.items() if k.endswith("storage-initializer-sourceuri")]
-        return isvc if held == [uri] and dep["status"].get("availableReplicas") else None
+        template = dep["spec"]["template"]["metadata"]
+        held = [
+            v
+            for k, v in (template.get("annotations") or {}).items()
+            if k.endswith("storage-initializer-sourceuri")
+        ]
+        up = dep["status"].get("updatedReplicas") == dep["status"].get("availableReplicas", 0) > 0
+        return template if held == [uri] and up else None
 
-    result: dict[str, Any] = wait_for(probe, timeout, f"InferenceService {name} Ready on {uri}")
+    result: dict[str, Any] = wait_for(
+        probe, timeout, f"InferenceService {name} Ready with its Deployment on {uri}"
+    )
     return result
 
 
@@ -136,7 +145,8 @@ def test_a_kserve_canary_is_promoted_and_kserve_rolls_the_new_model_out(
     p = predictor(world, "fraud")
     assert p["model"]["storageUri"] == "gs://models/fraud/v2"
     assert "canaryTrafficPercent" not in p
-    serving(world, "fraud", "gs://models/fraud/v2")
+    pods = serving(world, "fraud", "gs://models/fraud/v2")
+    assert pods["labels"]["version"] == "v2"  # the version label reaches KServe's pods
     stack = world.stacks[0]
     wait_for(lambda: stack.split()["shares"] == {"fraud-v2": 100.0}, 10, "all traffic on v2")
 
