@@ -71,6 +71,9 @@ def inferenceservice_config() -> dict[str, Any]:
                     "localGateway": "knative-serving/knative-local-gateway",
                     "localGatewayService": "knative-local-gateway.istio-system.svc.cluster.local",
                     "ingressDomain": "example.com",
+                    # The default {{ .Name }}-{{ .Namespace }} makes one DNS label, which
+                    # long test namespaces push past 63 characters.
+                    "domainTemplate": "{{ .Name }}.{{ .Namespace }}.{{ .IngressDomain }}",
                     "ingressClassName": "istio",
                     "urlScheme": "http",
                     "disableIstioVirtualHost": True,

@@ -50,7 +50,9 @@ HOLD_AT_25: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def kserve(
-    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cluster: LocalCluster,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[KServeController]:
     """KServe's controller with its webhooks, for this module's tests."""
     controller = KServeController(cluster, tmp_path_factory.mktemp("kserve"))
@@ -65,6 +67,10 @@ def kserve(
         pytest.fail(f"KServe's controller did not start: {exc}\nlogs kept in {kept}")
     yield controller
     controller.stop()
+    if request.session.testsfailed and controller.process is not None:
+        kept = ARTIFACTS / "kserve-manager"
+        kept.mkdir(parents=True, exist_ok=True)
+        (kept / "kserve-manager.log").write_bytes(controller.log_path.read_bytes())
 
 
 def ready(obj: dict[str, Any]) -> bool:
@@ -93,9 +99,16 @@ def serving(world: World, name: str, uri: str, timeout: float = 90) -> dict[str,
         up = dep["status"].get("updatedReplicas") == dep["status"].get("availableReplicas", 0) > 0
         return template if held == [uri] and up else None
 
-    result: dict[str, Any] = wait_for(
-        probe, timeout, f"InferenceService {name} Ready with its Deployment on {uri}"
-    )
+    try:
+        result: dict[str, Any] = wait_for(
+            probe, timeout, f"InferenceService {name} Ready with its Deployment on {uri}"
+        )
+    except TimeoutError as exc:
+        isvc = world.cluster.kubectl("get", "isvc", name, "-n", world.ns, "-o", "json", check=False)
+        dep = world.cluster.kubectl(
+            "get", "deployment", f"{name}-predictor", "-n", world.ns, "-o", "json", check=False
+        )
+        raise AssertionError(f"{exc}\n{isvc.stdout[-3000:]}\n{dep.stdout[-3000:]}") from None
     return result
 
 
