@@ -3,6 +3,7 @@
 # into a cache folder outside the clone:
 #
 #   ${MODELROLLOUT_CACHE:-~/.cache/modelrollout}/bin/<name>-<version>/<name>
+#   (helm: <name>-<version>-<HELM_BUILD>/, the tag naming its build flags)
 #
 # A warm run finds every binary and builds nothing. A cold run on 2 cores takes
 # roughly half an hour, most of it kube-apiserver and kube-controller-manager.
@@ -132,13 +133,39 @@ GO
   mv "${BIN}/etcd-${v}/etcd.tmp" "${BIN}/etcd-${v}/etcd"
 }
 
-go_install() { # name version module/path
-  local n="$1" v="$2" pkg="$3"
-  if have "$n" "$v"; then log "${n} ${v}: cached"; return; fi
+go_install() { # name version module/path [ldflags] [cache tag]
+  # The cache tag names the build recipe: bump it when the flags change, so a
+  # binary built the old way is not found and is rebuilt.
+  local n="$1" v="$2" pkg="$3" dir="$2${5:+-$5}"
+  if have "$n" "$dir"; then log "${n} ${dir}: cached"; return; fi
   need_go
-  log "${n} ${v}: building"
-  mkdir -p "${BIN}/${n}-${v}"
-  GOBIN="${BIN}/${n}-${v}" go install -trimpath -ldflags "-s -w ${4:-}" "${pkg}@${v}"
+  log "${n} ${dir}: building"
+  mkdir -p "${BIN}/${n}-${dir}"
+  GOBIN="${BIN}/${n}-${dir}" go install -trimpath -ldflags "-s -w ${4:-}" "${pkg}@${v}"
+}
+
+helm_ldflags() {
+  # What helm's own Makefile sets at release time, read from the module itself:
+  # - internal/version: the version `helm version` reports (a tagged release has
+  #   no build metadata) and a clean tree;
+  # - chartutil and lint/rules k8sVersionMajor/Minor: the Kubernetes version helm
+  #   assumes when it renders without a cluster (`helm template`, `--dry-run=client`,
+  #   `helm lint`). Left unset it is v1.20, and a chart with `kubeVersion: >=1.25`
+  #   refuses to render. Upstream derives it from the k8s.io/client-go module it
+  #   was built with (v0.X.Y means Kubernetes 1.X); so do we.
+  local v="$1" gomod client_go major minor
+  need_go
+  gomod="$(cd "${WORK}" && GOFLAGS= go mod download -json "helm.sh/helm/v3@${v}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "${gomod}")"
+  [[ "${client_go}" =~ ^v0\.([0-9]+)\. ]] || { echo "cannot read k8s.io/client-go from ${gomod}" >&2; exit 2; }
+  major=1 minor="${BASH_REMATCH[1]}"
+  local ld="-X helm.sh/helm/v3/internal/version.version=${v}"
+  ld+=" -X helm.sh/helm/v3/internal/version.metadata="
+  ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X ${pkg}.k8sVersionMajor=${major} -X ${pkg}.k8sVersionMinor=${minor}"
+  done
+  printf '%s' "${ld}"
 }
 
 fetch_crds() {
@@ -215,7 +242,9 @@ for c in "${components[@]}"; do
     kube) build_kube ;;
     etcd) build_etcd ;;
     kwok) go_install kwok "${KWOK_VERSION}" sigs.k8s.io/kwok/cmd/kwok ;;
-    helm) go_install helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" ;;
+    helm)
+      if have helm "${HELM_VERSION}-${HELM_BUILD}"; then log "helm ${HELM_VERSION}-${HELM_BUILD}: cached"
+      else go_install helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm "$(helm_ldflags "${HELM_VERSION}")" "${HELM_BUILD}"; fi ;;
     crds) fetch_crds ;;
     kserve) build_kserve ;;
     *) echo "unknown component: $c (kube etcd kwok helm crds kserve)" >&2; exit 2 ;;

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: a real Prometheus, and Lua for the Argo CD
-# health check. Installs only what is missing, so a warm run does nothing.
+# Debian packages the tests use: a real Prometheus, Lua for the Argo CD health
+# check, and headless Chromium with its WebDriver for the dashboard's browser
+# test. Installs only what is missing, so a warm run does nothing.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v lua5.4 >/dev/null || need+=(lua5.4)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [[ ${#need[@]} -eq 0 ]]; then exit 0; fi
 if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
   echo "error: missing ${need[*]}; install them with your package manager (Debian: apt-get install ${need[*]})" >&2

@@ -9,8 +9,8 @@ answer is looked for in this order, per binary:
    it and skip the half-hour build;
 2. the build cache of ``hack/build-binaries.sh``:
    ``${MODELROLLOUT_CACHE:-~/.cache/modelrollout}/bin/<name>-<version>/<name>``,
-   the version read from ``hack/versions.env`` of the clone (see
-   :func:`repo_root`); looking up *the pinned version*
+   the version read from ``hack/versions.env`` (helm's folder also carries its
+   build tag, ``helm-<version>-<HELM_BUILD>``); looking up *the pinned version*
    (not "any etcd") is what makes a version bump in ``versions.env`` take effect
    instead of silently testing against the old build;
 3. ``$PATH``, for prometheus, kubectl and helm only: these are ordinary tools
@@ -69,6 +69,12 @@ _VERSION_KEY: Final[Mapping[str, str]] = {
     "helm": "HELM_VERSION",
     "kserve-manager": "KSERVE_VERSION",
 }
+
+#: Which line of ``hack/versions.env`` names the build recipe of a part, when its
+#: build flags matter to the tests: the cache folder is ``<name>-<version>-<tag>``,
+#: so a binary built with older flags is not picked up (the helm build sets the
+#: Kubernetes version helm renders for; without it ``helm template`` assumes v1.20).
+_BUILD_KEY: Final[Mapping[str, str]] = {"helm": "HELM_BUILD"}
 
 #: Parts that may come from ``$PATH`` (see the module docstring for why only these).
 _FROM_PATH: Final = frozenset({"prometheus", "kubectl", "helm"})
@@ -208,7 +214,9 @@ def _locate(name: str, versions: Mapping[str, str] | None, versions_error: str) 
     if key is not None:
         version = versions.get(key) if versions is not None else None
         if version:
-            candidate = cache_root() / "bin" / f"{name}-{version}" / name
+            tag = versions.get(_BUILD_KEY.get(name, ""), "") if versions is not None else ""
+            folder = f"{name}-{version}-{tag}" if tag else f"{name}-{version}"
+            candidate = cache_root() / "bin" / folder / name
             if _executable(candidate):
                 return candidate
             tried.append(f"build cache: {candidate}")

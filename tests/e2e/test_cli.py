@@ -235,6 +235,14 @@ class Env:
         )
         self.patch_status(name, status)
 
+    def set_gates(self, name: str, metrics: list[dict[str, Any]]) -> None:
+        """Replace the rollout's gates (spec.analysis.metrics)."""
+        patch = {"spec": {"analysis": {"metrics": metrics}}}
+        self.cluster.kubectl(
+            "patch", "modelrollout", name, "-n", self.namespace, "--type=merge",
+            "-p", json.dumps(patch),
+        )  # fmt: skip
+
     def patch_status(self, name: str, status: dict[str, Any]) -> None:
         self.cluster.kubectl(
             "patch", "modelrollout", name, "-n", self.namespace, "--subresource=status",
@@ -353,7 +361,7 @@ def test_status_shows_strategy_gates_conditions_and_events(
     assert "candidate v2 20%" in out
     gate = next(line for line in out.splitlines() if line.startswith("p99-latency"))
     assert gate.split()[:6] == ["p99-latency", "0.62", "<=", "0.5", "1200/500", "Fail"]
-    assert "1 failed (rollback at 2)" in out  # failureLimit defaulted by the CRD
+    assert "1 failed (rollback at 1)" in out  # failureLimit defaulted by the CRD (1)
     assert re.search(r"Reconciling\s+True\s+Progressing", out)
     assert re.search(r"Warning\s+AnalysisFailed\s+gate p99-latency", out)
 
@@ -392,14 +400,11 @@ def test_report_draws_gate_queries_from_prometheus(
 ) -> None:
     """--prometheus: each query gate over the whole timeline, template variables filled in."""
     env.create("with-prometheus", progressing())
-    env.cluster.kubectl(
-        "patch", "modelrollout", "with-prometheus", "-n", NAMESPACE, "--type=merge", "-p",
-        json.dumps({"spec": {"analysis": {"metrics": [
-            {"name": "constant", "max": 0.5,
-             "query": 'label_replace(vector(0.25), "model", "{{model}}", "", "")'},
-            {"name": "p99-latency", "latency": {}, "max": 0.5},
-        ]}}}),
-    )  # fmt: skip
+    env.set_gates("with-prometheus", [
+        {"name": "constant", "max": 0.5,
+         "query": 'label_replace(vector(0.25), "model", "{{model}}", "", "")'},
+        {"name": "p99-latency", "latency": {}, "max": 0.5},
+    ])  # fmt: skip
     code, _, err = cli(env, capsys, "report", "with-prometheus", "-o",
                          str(tmp_path / "r.html"), "--prometheus", prometheus.url)  # fmt: skip
     assert code == 0, err
@@ -419,6 +424,35 @@ def test_report_draws_gate_queries_from_prometheus(
     assert code == 0
     assert "warning: gate constant: prometheus at http://127.0.0.1:1" in err
     assert (tmp_path / "x.png").exists()
+
+
+def test_report_draws_ml_gates_from_prometheus(
+    env: Env, capsys: pytest.CaptureFixture[str], tmp_path: Path, prometheus: PrometheusServer
+) -> None:
+    """--prometheus with ML gates: series where PromQL has them, a note where not, no error."""
+    # Given a rollout judged by drift, nullRate and a Mann-Whitney comparison
+    env.create("with-ml-gates", progressing())
+    env.set_gates("with-ml-gates", [
+        {"name": "input-drift", "drift": {"metric": "model_input_feature"}, "max": 0.1},
+        {"name": "null-outputs", "nullRate": {}, "max": 0.01},
+        {"name": "steady", "compare": {
+            "direction": "increase",
+            "query": 'label_replace(vector(0.25), "version", "{{version}}", "", "")'}},
+    ])  # fmt: skip
+    # When it is reported with --prometheus against the real Prometheus
+    code, _, err = cli(env, capsys, "report", "with-ml-gates", "-o",
+                       str(tmp_path / "ml"), "--prometheus", prometheus.url)  # fmt: skip
+    # Then the report is written without a warning
+    assert code == 0, err
+    assert err == ""  # nullRate has no data here: no line, and no warning either
+    assert (tmp_path / "ml.png").read_bytes().startswith(b"\x89PNG")
+    page = (tmp_path / "ml.html").read_text()
+    # And the comparison's query is drawn for both versions, the drift gate is a note
+    drawn = re.findall(r"steady (candidate v2|stable v1) \((\d+) points\)", page)
+    assert sorted(label for label, _ in drawn) == ["candidate v2", "stable v1"]
+    assert all(int(n) > 100 for _, n in drawn)
+    assert "Not drawn as a series: input-drift: psi compares two distributions" in page
+    assert "<td>null-outputs</td><td>nullRate</td><td>max 0.01</td>" in page
 
 
 # ------------------------------------------------------------------------------ errors

@@ -73,7 +73,7 @@ def install_chart_crds(cluster: LocalCluster) -> None:
 def render(cluster: LocalCluster, release: str, namespace: str, values: Obj) -> list[Obj]:
     cmd = [
         str(helm_path()), "template", release, str(CHART), "--namespace", namespace,
-        "--kube-version", cluster.version, "--values", "-",
+        "--values", "-",
     ]  # fmt: skip
     result = subprocess.run(
         cmd, input=json.dumps(values), capture_output=True, text=True, timeout=120, check=False
@@ -235,6 +235,19 @@ DRY_RUN_VALUES: dict[str, Obj] = {
     },
     # The ServiceMonitor's CRD (prometheus-operator's) is not in the local cluster.
     "dashboard": {"grafanaDashboard": {"enabled": True}},
+    "prometheus-policy": {
+        "prometheus": {
+            "allowedAddresses": ["http://prometheus.team-a:9090"],
+            "credentials": [
+                {
+                    "address": "https://thanos.monitoring:10902",
+                    "bearerTokenSecret": {"name": "thanos", "key": "token"},
+                    "caBundle": {"configMap": "thanos-ca", "key": "ca.crt"},
+                }
+            ],
+        },
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["127.0.0.1/32"]}},
+    },
 }
 
 

@@ -68,6 +68,8 @@ class Sim:
     decisions: list[Decision] = field(default_factory=list)
     route: TrafficState | None = field(default_factory=lambda: TrafficState(0, 0))
     seq: int = 0
+    replicas: dict[str, int] = field(default_factory=lambda: {"v1": 3, "v2": 3})
+    """Each version's Deployment; the shell reads them when the plan asks, and scales them."""
 
     def tick(
         self,
@@ -80,11 +82,8 @@ class Sim:
         auto_results: Sequence[GateResult] | None = None,
     ) -> Decision:
         self.now += timedelta(seconds=seconds)
-        if (
-            results is None
-            and auto_results is not None
-            and plan(self.spec, self.status, self.now).check_due
-        ):
+        p = plan(self.spec, self.status, self.now)
+        if results is None and auto_results is not None and p.check_due:
             results = auto_results
         req = None
         if request is not None:
@@ -96,11 +95,13 @@ class Sim:
             analysis=list(results) if results is not None else None,
             traffic=route or self.route,
             deleting=deleting,
+            replicas={v: self.replicas.get(v) for v in p.read_replicas},
         )
         d = decide(self.spec, self.status, obs, self.now)
         self.status = ModelRolloutStatus.model_validate(d.status)
         if d.traffic is not None:
             self.route = d.traffic.state
+        self.replicas.update(d.scale)
         self.decisions.append(d)
         return d
 

@@ -75,8 +75,9 @@ def helm_path() -> Path:
     try:
         from modelrollout_devenv.binaries import MissingBinary, find_binaries
     except ImportError:
-        version = _versions().get("HELM_VERSION", "?")
-        path = Path.home() / ".cache" / "modelrollout" / "bin" / f"helm-{version}" / "helm"
+        versions = _versions()
+        folder = f"helm-{versions.get('HELM_VERSION', '?')}-{versions.get('HELM_BUILD', '?')}"
+        path = Path.home() / ".cache" / "modelrollout" / "bin" / folder / "helm"
         if path.is_file():
             return path
         pytest.fail(f"helm not found at {path}: run `make binaries`", pytrace=False)
@@ -102,10 +103,10 @@ def _values_file(tmp_path: Path, values: Mapping[str, Any]) -> Path:
 
 
 def template_args(tmp_path: Path, values: Mapping[str, Any]) -> list[str]:
-    # The kube version helm assumes offline depends on how it was built; pin the tested one.
-    kube = _versions().get("KUBERNETES_VERSION", "v1.35.0")
+    # No --kube-version: a helm built as upstream builds it renders for a current
+    # Kubernetes offline, and so must ours (hack/build-binaries.sh sets its ldflags).
     return [
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube,
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
         "--values", str(_values_file(tmp_path, values)),
     ]  # fmt: skip
 
@@ -153,6 +154,32 @@ def parse_flags(args: list[str]) -> argparse.Namespace:
     return parser.parse_args(["run", *args])
 
 
+# ------------------------------------------------------------------------- the helm build
+
+
+def test_the_pinned_helm_reports_its_release_and_renders_for_a_current_kubernetes(
+    tmp_path: Path,
+) -> None:
+    # Given the helm that hack/build-binaries.sh built from Go modules
+    versions = _versions()
+    # Then it says which release it is, as an official build does
+    shown = helm("version", "--template", "{{.Version}} {{.GitTreeState}}").stdout
+    assert shown == f"{versions['HELM_VERSION']} clean"
+    # and offline it assumes the Kubernetes of the client-go it was built with, not v1.20
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n"
+    )
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Version }}'}\n"
+    )
+    [cm] = [d for d in yaml.safe_load_all(helm("template", "p", str(chart)).stdout) if d]
+    major, minor = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", cm["data"]["kube"]).groups()  # type: ignore[union-attr]
+    assert (int(major), int(minor)) >= (1, 30), cm["data"]["kube"]
+
+
 # ------------------------------------------------------------------------------- lint
 
 VALUE_SETS: dict[str, Obj] = {
@@ -171,6 +198,24 @@ VALUE_SETS: dict[str, Obj] = {
         }
     },
     "monitoring": {"serviceMonitor": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+    "more-prometheus": {
+        "prometheus": {
+            "auth": {"bearerTokenSecret": {"name": "prom", "key": "tok"}},
+            "allowedAddresses": ["http://prometheus.team-a:9090"],
+            "credentials": [
+                {
+                    "address": "https://thanos.monitoring:10902",
+                    "bearerTokenSecret": {"name": "thanos", "key": "token"},
+                    "caBundle": {"configMap": "thanos-ca", "key": "ca.pem"},
+                },
+                {
+                    "address": "http://vm.monitoring:8428",
+                    "basicAuthSecret": {"name": "vm", "key": "auth"},
+                },
+            ],
+        }
+    },
+    "network-policy": {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}}},
 }
 
 
@@ -353,6 +398,13 @@ def test_a_list_of_namespaces_gets_roles_and_no_cluster_role(tmp_path: Path) -> 
         ({"replica": 2}, "replica"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"prometheus": {"address": "prometheus:9090"}}, "address"),
+        ({"prometheus": {"allowedAddresses": ["http://u:p@prom:9090"]}}, "allowedAddresses"),
+        ({"prometheus": {"credentials": [{"address": "http://p:9090"}]}}, "set bearerTokenSecret"),
+        ({"networkPolicy": {"enabled": True}}, "networkPolicy.apiServer.cidrs is required"),
+        (
+            {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1"]}}},
+            "cidrs",
+        ),
         (
             {
                 "prometheus": {
@@ -373,12 +425,22 @@ def test_bad_values_are_refused(values: Obj, error: str, tmp_path: Path) -> None
 
 
 def test_routers_can_be_left_out_of_rbac(tmp_path: Path) -> None:
-    values = {"rbac": {"trafficRouters": {"istio": False, "service": False}}}
+    values = {"rbac": {"trafficRouters": {"istio": False, "service": False}, "scaleDown": False}}
     table = rules_table(one(render(tmp_path, values), "ClusterRole"))
     assert ("networking.istio.io", "virtualservices") not in table
     assert ("", "services") not in table
     assert ("apps", "deployments") not in table
     assert ("gateway.networking.k8s.io", "httproutes") in table
+
+
+def test_blue_green_scale_down_needs_deployment_scale_without_the_service_router(
+    tmp_path: Path,
+) -> None:
+    values = {"rbac": {"trafficRouters": {"service": False}}}
+    table = rules_table(one(render(tmp_path, values), "ClusterRole"))
+    assert ("", "services") not in table
+    assert table[("apps", "deployments")] == {"get"}
+    assert table[("apps", "deployments/scale")] == {"patch"}
 
 
 def test_rbac_and_service_account_can_be_brought_by_the_user(tmp_path: Path) -> None:
@@ -483,6 +545,75 @@ def test_basic_auth_and_ca_bundle_are_mounted_and_passed(tmp_path: Path) -> None
     assert flags.prometheus_basic_auth_file == f"{mounts['prometheus-basic-auth']}/auth"
     assert flags.prometheus_ca == f"{mounts['prometheus-ca']}/ca.crt"
     assert flags.prometheus_token_file is None
+
+
+def test_each_allowed_prometheus_gets_its_own_credential_files(tmp_path: Path) -> None:
+    # Given two more Prometheus addresses with credentials, and one allowed without
+    objs = render(tmp_path, VALUE_SETS["more-prometheus"])
+    c = container(objs)
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    flags = parse_flags(c["args"])
+    # Then the operator is told to allow them, each with the files of its own Secret
+    assert flags.prometheus_allow == ["http://prometheus.team-a:9090"]
+    from modelrollout.analysis.policy import Credentials
+
+    creds = dict(Credentials.parse(text) for text in flags.prometheus_credentials)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    thanos = creds["https://thanos.monitoring:10902"]
+    assert thanos.token_file == f"{mounts['prom-cred-0-token']}/token"
+    assert thanos.ca_file == f"{mounts['prom-cred-0-ca']}/ca.crt"
+    assert thanos.basic_auth_file is None
+    assert volumes["prom-cred-0-token"]["secret"]["secretName"] == "thanos"
+    assert volumes["prom-cred-0-ca"]["configMap"]["items"] == [{"key": "ca.pem", "path": "ca.crt"}]
+    vm = creds["http://vm.monitoring:8428"]
+    assert vm == Credentials(basic_auth_file=f"{mounts['prom-cred-1-basic-auth']}/auth")
+    assert volumes["prom-cred-1-basic-auth"]["secret"]["secretName"] == "vm"
+    # and the default address keeps its own token, apart from the others
+    assert flags.prometheus_token_file == f"{mounts['prometheus-token']}/token"
+    assert len(set(mounts.values())) == len(mounts)
+
+
+# -------------------------------------------------------------------------- network policy
+
+
+def test_no_network_policy_unless_asked(tmp_path: Path) -> None:
+    assert kinds(render(tmp_path), "NetworkPolicy") == []
+
+
+def test_the_network_policy_lets_the_operator_reach_only_the_api_server_prometheus_and_dns(
+    tmp_path: Path,
+) -> None:
+    # Given the policy switched on, with the API server's endpoints and a Prometheus peer
+    prom_peer = {"namespaceSelector": {"matchLabels": {"team": "obs"}}}
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.0.0.1/32", "10.0.0.2/32"], "ports": [6443]},
+            "prometheus": {"to": [prom_peer], "ports": [9090, 10902]},
+        }
+    }
+    objs = render(tmp_path, values)
+    policy = one(objs, "NetworkPolicy")
+    pod_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    spec = policy["spec"]
+    # Then it selects the operator's pods and restricts egress only
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Egress"]
+    api, prom, dns = spec["egress"]
+    assert api == {
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "10.0.0.2/32"}}],
+        "ports": [{"protocol": "TCP", "port": 6443}],
+    }
+    assert prom == {
+        "to": [prom_peer],
+        "ports": [{"protocol": "TCP", "port": 9090}, {"protocol": "TCP", "port": 10902}],
+    }
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    # and without DNS when the cluster resolves otherwise
+    values["networkPolicy"]["dns"] = {"enabled": False}
+    assert len(one(render(tmp_path, values), "NetworkPolicy")["spec"]["egress"]) == 2
 
 
 # ---------------------------------------------------------------------------- monitoring

@@ -568,6 +568,52 @@ def test_commands_that_make_no_sense_are_refused(
         assert '"fraud"' in why
 
 
+UNDO_NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:05:00Z",
+            },
+            None,
+            id="in-the-window",
+        ),
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:00:00Z",
+            },
+            "the rollback window to v1 closed at 2026-03-01T12:00:00Z",
+            id="window-closed",
+        ),
+        pytest.param(
+            {"phase": "Succeeded", "previousStableVersion": "v1"},
+            "spec.rollbackWindow was not set",
+            id="no-window",
+        ),
+        pytest.param({"phase": "Progressing"}, "abort stops a rollout in progress", id="running"),
+        pytest.param({"phase": "RolledBack"}, "undo only follows a promotion", id="rolled-back"),
+    ],
+)
+def test_undo_is_sent_only_inside_the_rollback_window(
+    status: dict[str, Any], refused: str | None
+) -> None:
+    obj = rollout()
+    obj["status"] = status
+    why = commands.refusal(RequestVerb.UNDO, obj, UNDO_NOW)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert refused in why
+
+
 def test_retry_needs_a_candidate_other_than_stable() -> None:
     obj = rollout(phase="RolledBack", candidateVersion="v1", pauseReason=None)
     assert "no candidate to retry" in (commands.refusal(RequestVerb.RETRY, obj) or "")

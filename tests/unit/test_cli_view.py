@@ -8,9 +8,11 @@ and what a user reads for each state.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 
 from modelrollout.analysis import source
 from modelrollout.api.base import format_ts, parse_ts
@@ -78,6 +80,18 @@ def test_a_gate_line_shows_samples_against_the_samples_needed() -> None:
             {"phase": "Succeeded", "pauseReason": None, "awaitingApproval": None},
             None,
             id="succeeded-needs-nobody",
+        ),
+        pytest.param(
+            {
+                "phase": "Succeeded",
+                "stage": "rollbackWindow",
+                "previousStableVersion": "v1",
+                "undoUntil": "2026-03-01T12:05:00Z",
+                "pauseReason": None,
+                "awaitingApproval": None,
+            },
+            "back to v1 until 2026-03-01T12:05:00Z with: kubectl modelrollout undo fraud",
+            id="succeeded-in-the-rollback-window",
         ),
     ],
 )
@@ -185,43 +199,61 @@ def test_status_timestamps_are_utc_to_the_second(moment: datetime, text: str) ->
 # ------------------------------------------------------------------------ prometheus
 
 
-class FakeClient:
+class FakeSession:
     """Answers a range query with one series, or fails as a down Prometheus does."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.asked: list[dict[str, Any]] = []
+        self.asked: list[dict[str, str]] = []
 
-    def custom_query_range(self, **kwargs: Any) -> list[dict[str, Any]]:
-        self.asked.append(kwargs)
+    def get(self, url: str, *, params: dict[str, str], **_: Any) -> SimpleNamespace:
+        self.asked.append(params)
         if self.fail:
-            raise ConnectionError("Connection refused")
-        return [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
+            raise requests.ConnectionError("[Errno 111] Connection refused")
+        matrix = [{"metric": {}, "values": [[1772366400, "0.25"], [1772366415, "NaN"]]}]
+        body = {"status": "success", "data": {"resultType": "matrix", "result": matrix}}
+        return SimpleNamespace(status_code=200, json=lambda: body)
+
+
+def prometheus(session: FakeSession) -> source.PrometheusSource:
+    src = source.PrometheusSource("http://prometheus.test:9090")
+    src._session = session  # type: ignore[assignment]
+    return src
 
 
 def test_a_range_series_keeps_its_times_and_drops_nan() -> None:
-    src = source.PrometheusSource("http://prometheus.test:9090")
-    src._client = FakeClient()
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    (series,) = src.series("up", start=start, end=NOW, step=15)
+    (series,) = prometheus(FakeSession()).series("up", start=start, end=NOW, step=15)
     assert series == [(start, 0.25)]
 
 
-def test_the_report_warns_per_gate_when_prometheus_is_down(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    client = FakeClient(fail=True)
-    real_init = source.PrometheusSource.__init__
-
-    def init(self: source.PrometheusSource, url: str, **kw: Any) -> None:
-        real_init(self, url, **kw)
-        self._client = client
-
-    monkeypatch.setattr(source.PrometheusSource, "__init__", init)
+def test_the_report_warns_per_gate_when_prometheus_is_down() -> None:
+    session = FakeSession(fail=True)
     obj = rollout()
     obj["spec"]["analysis"]["metrics"] = [{"name": "p99", "query": "up", "max": 1}]
     start = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    series, warnings = report.prometheus_series(obj, "http://prometheus.test:9090", start, NOW)
-    assert series == {}
-    assert warnings == ["gate p99: prometheus at http://prometheus.test:9090: Connection refused"]
-    assert client.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes
+    gathered = report.prometheus_series(obj, prometheus(session), start, NOW)
+    assert gathered.series == {}
+    assert gathered.warnings == [
+        "gate p99: prometheus at http://prometheus.test:9090: connection refused"
+    ]
+    assert session.asked[0]["step"] == "4"  # whole seconds: ~500 points over 30 minutes
+
+
+def test_an_undone_rollout_ends_as_undone_in_history() -> None:
+    status = {
+        "phase": "RolledBack",
+        "history": [
+            {"at": "2026-03-01T12:00:00Z", "reason": "RolloutStarted", "candidateVersion": "v2"},
+            {"at": "2026-03-01T12:05:00Z", "reason": "Promoted", "candidateVersion": "v2"},
+            {
+                "at": "2026-03-01T12:07:00Z",
+                "reason": "Undone",
+                "candidateVersion": "v2",
+                "message": "undone after promotion: all traffic back on v1",
+            },
+        ],
+    }
+    (record,) = view.group_history(status, datetime(2026, 3, 1, 12, 10, tzinfo=UTC))
+    assert (record.outcome, record.duration_seconds) == ("Undone", 420)
+    assert record.reason == "undone after promotion: all traffic back on v1"

@@ -46,6 +46,8 @@ def test_the_crd_has_status_printer_columns_and_the_short_name() -> None:
     assert version["subresources"] == {"status": {}}
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
     assert {"Phase", "Stage", "Weight", "Step", "Age"} <= columns
+    last = version["additionalPrinterColumns"][-1]
+    assert last == {"name": "Message", "type": "string", "jsonPath": ".status.message"}
     assert crd.crd()["spec"]["names"]["shortNames"] == ["mro"]
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from modelrollout.api.status import Phase, Stage, Verdict
-from modelrollout.engine import RequestVerb, TrafficState
+from modelrollout.engine import RequestVerb, TrafficState, plan
 
 from .engine_harness import FAIL, NODATA, PASS, Sim, gate, make_spec
 
@@ -453,3 +454,253 @@ def test_an_inconclusive_pause_is_a_warning_a_human_gate_is_not() -> None:
     gate_sim.run(60)
     paused = [e for d in gate_sim.decisions for e in d.events if e.reason == "Paused"]
     assert [e.type.value for e in paused] == ["Normal"]
+
+
+# ------------------------------------------------------------- after a promotion: undo
+
+
+WINDOW_GATE: dict[str, Any] = {
+    "name": "error-rate-after",
+    "errorRate": {},
+    "max": 0.05,
+    "stages": ["rollbackWindow"],
+}
+
+
+def promoted(window: str | None = "5m", **overrides: Any) -> Sim:
+    """A canary of v2 over v1, run until it is promoted."""
+    sim = Sim(make_spec(rollbackWindow=window, **overrides))
+    sim.tick()
+    while sim.status.phase != Phase.SUCCEEDED:
+        sim.tick(seconds=10, auto_results=PASS)
+        assert len(sim.decisions) < 200, "never promoted"
+    return sim
+
+
+def test_a_promotion_with_a_rollback_window_keeps_the_previous_version_for_an_undo() -> None:
+    sim = promoted("5m")
+    s = sim.status
+    assert (s.phase, s.stage, s.stable_version) == (Phase.SUCCEEDED, Stage.ROLLBACK_WINDOW, "v2")
+    assert s.previous_stable_version == "v1"
+    assert s.undo_until == (sim.now + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "v1 stays ready for an undo until" in (s.message or "")
+    last = sim.decisions[-1].traffic
+    assert last is not None
+    assert (last.stable_version, last.candidate_version, last.stable_weight) == ("v2", None, 100)
+
+
+def test_a_promotion_without_a_rollback_window_remembers_the_previous_version_only() -> None:
+    sim = promoted(None)
+    s = sim.status
+    assert (s.phase, s.stage, s.previous_stable_version, s.undo_until) == (
+        Phase.SUCCEEDED,
+        Stage.DONE,
+        "v1",
+        None,
+    )
+
+
+def test_undo_in_the_window_sends_all_traffic_back_to_the_previous_version_at_once() -> None:
+    sim = promoted("5m")
+    d = sim.tick(seconds=60, request=RequestVerb.UNDO)
+    s = sim.status
+    assert (s.phase, s.stage, s.stable_version, s.candidate_version) == (
+        Phase.ROLLED_BACK,
+        Stage.DONE,
+        "v1",
+        "v2",
+    )
+    assert d.traffic is not None
+    assert (d.traffic.stable_version, d.traffic.candidate_version) == ("v1", "v2")
+    assert (d.traffic.stable_weight, d.traffic.mirror_percent) == (100, 0)
+    assert (s.previous_stable_version, s.undo_until) == (None, None)
+    assert s.history[-1].reason == "Undone"
+    assert "undone after promotion" in (s.message or "")
+    assert [(e.type.value, e.reason) for e in d.events] == [("Warning", "Undone")]
+    cond = {c.type: c.status for c in s.conditions}
+    assert (cond["Ready"], cond["Stalled"]) == ("False", "True")
+
+
+def _in_progress() -> Sim:
+    sim = Sim(make_spec(rollbackWindow="5m"))
+    sim.tick()
+    return sim
+
+
+def _window_closed() -> Sim:
+    sim = promoted("5m")
+    sim.tick(seconds=301)
+    return sim
+
+
+def _aborted() -> Sim:
+    sim = _in_progress()
+    sim.tick(request=RequestVerb.ABORT)
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        pytest.param(lambda: promoted(None), "spec.rollbackWindow was not set", id="no-window"),
+        pytest.param(_window_closed, "the rollback window closed at", id="window-closed"),
+        pytest.param(_in_progress, "abort stops a rollout in progress", id="in-progress"),
+        pytest.param(
+            _aborted, "undo only follows a promotion (phase RolledBack)", id="rolled-back"
+        ),
+    ],
+)
+def test_undo_outside_a_rollback_window_is_refused_with_a_warning(given: Any, why: str) -> None:
+    sim = given()
+    before = sim.status.model_copy(deep=True)
+    d = sim.tick(request=RequestVerb.UNDO)
+    assert [(e.type.value, e.reason) for e in d.events] == [("Warning", "UndoRefused")]
+    assert why in d.events[0].message
+    assert (sim.status.phase, sim.status.stable_version) == (before.phase, before.stable_version)
+    assert sim.route == TrafficState(before.weights.candidate, before.mirror_percent)
+
+
+def test_the_rollback_window_closes_at_undo_until_and_says_so() -> None:
+    sim = promoted("5m")
+    sim.tick(seconds=299)
+    assert sim.status.stage == Stage.ROLLBACK_WINDOW
+    d = sim.tick(seconds=1)
+    assert (sim.status.phase, sim.status.stage) == (Phase.SUCCEEDED, Stage.DONE)
+    assert [e.reason for e in d.events] == ["RollbackWindowClosed"]
+    assert sim.status.history[-1].reason == "RollbackWindowClosed"
+    assert sim.status.previous_stable_version == "v1"
+
+
+def _window_analysis(*extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "interval": "30s",
+        "failureLimit": 2,
+        "metrics": [{"name": "p99-latency", "latency": {}, "max": 0.5}, *extra],
+    }
+
+
+def test_only_gates_that_list_rollback_window_are_checked_after_the_promotion() -> None:
+    sim = promoted("5m", analysis=_window_analysis(WINDOW_GATE))
+    p = plan(sim.spec, sim.status, sim.now + timedelta(seconds=30))
+    assert p.check_due
+    assert [g.name for g in p.gates] == ["error-rate-after"]
+    assert (p.candidate_version, p.stable_version, p.stage) == ("v2", "v1", "rollbackWindow")
+    without = promoted("5m")
+    assert not plan(without.spec, without.status, without.now + timedelta(seconds=30)).check_due
+
+
+def test_failed_checks_in_the_window_undo_the_promotion_automatically() -> None:
+    sim = promoted("5m", analysis=_window_analysis(WINDOW_GATE))
+    failing = [gate(Verdict.FAIL, 0.2, "error-rate-after")]
+    sim.tick(seconds=30, results=failing)
+    assert (sim.status.phase, sim.reasons[-1]) == (Phase.SUCCEEDED, "AnalysisFailed")
+    d = sim.tick(seconds=30, results=failing)
+    assert (sim.status.phase, sim.status.stable_version) == (Phase.ROLLED_BACK, "v1")
+    assert "undone automatically: gate error-rate-after" in (sim.status.message or "")
+    assert [e.reason for e in d.events] == ["Undone"]
+    assert sim.status.analysis_ledger[-1].stage == Stage.ROLLBACK_WINDOW
+
+
+def test_no_data_in_the_window_never_undoes_a_promotion() -> None:
+    sim = promoted("5m", analysis=_window_analysis(WINDOW_GATE))
+    sim.run(600, every=30, results=[gate(Verdict.INCONCLUSIVE, None, "error-rate-after")])
+    assert (sim.status.phase, sim.status.stable_version) == (Phase.SUCCEEDED, "v2")
+    assert "AnalysisInconclusive" in sim.reasons
+    assert "Undone" not in sim.reasons
+
+
+def test_a_new_candidate_ends_the_rollback_window() -> None:
+    sim = promoted("5m")
+    sim.spec = make_spec(rollbackWindow="5m", stable=None, candidate={"version": "v3"})
+    sim.tick(seconds=5)
+    s = sim.status
+    assert (s.phase, s.stable_version, s.candidate_version) == (Phase.PROGRESSING, "v2", "v3")
+    assert (s.previous_stable_version, s.undo_until) == (None, None)
+    d = sim.tick(request=RequestVerb.UNDO)
+    assert [e.reason for e in d.events] == ["UndoRefused"]
+
+
+# ------------------------------------------------- blue-green: the old version scaled down
+
+
+def blue_green(**changes: str) -> dict[str, Any]:
+    return {"blueGreen": {**BLUE_GREEN["blueGreen"], **changes}}
+
+
+def test_blue_green_scales_the_old_version_down_after_scale_down_delay() -> None:
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="5m")))
+    sim.tick()
+    sim.run(70)
+    assert sim.status.stage == Stage.POST_PROMOTION
+    switched = datetime.strptime(sim.status.stage_started_at or "", "%Y-%m-%dT%H:%M:%SZ")
+    sim.run(130)
+    assert sim.status.phase == Phase.SUCCEEDED
+    assert sim.replicas["v1"] == 3
+    assert sim.status.scale_down_at == (switched + timedelta(minutes=5)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    sim.run(200)
+    assert sim.replicas == {"v1": 0, "v2": 3}
+    assert sim.status.scaled_down is not None
+    assert (sim.status.scaled_down.version, sim.status.scaled_down.replicas) == ("v1", 3)
+    assert sim.status.scale_down_at is None
+    assert sim.reasons.count("ScaledDown") == 1
+    assert sim.status.history[-1].reason == "ScaledDown"
+
+
+def test_blue_green_keeps_the_old_version_while_the_rollback_window_is_open() -> None:
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="1m"), rollbackWindow="10m"))
+    sim.tick()
+    sim.run(200)
+    assert (sim.status.phase, sim.status.stage) == (Phase.SUCCEEDED, Stage.ROLLBACK_WINDOW)
+    sim.run(500)
+    assert sim.replicas["v1"] == 3, "an undo must find v1 ready to serve"
+    sim.run(120)
+    assert sim.status.stage == Stage.DONE
+    assert sim.replicas["v1"] == 0
+
+
+def test_a_rollback_after_the_old_version_was_scaled_down_restores_its_replicas() -> None:
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="30s")))
+    sim.tick()
+    sim.run(70)
+    sim.run(40)
+    assert (sim.status.phase, sim.replicas["v1"]) == (Phase.PROMOTING, 0)
+    d = sim.tick(seconds=30, results=FAIL)
+    d = sim.tick(seconds=30, results=FAIL)
+    assert sim.status.phase == Phase.ROLLED_BACK
+    assert d.scale == {"v1": 3}
+    assert sim.status.scaled_down is None
+
+
+def test_an_undo_restores_the_replicas_of_a_previous_version_scaled_down_before() -> None:
+    # Given v1 scaled down during post-promotion, and then a rollback window set in the spec
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="30s")))
+    sim.tick()
+    sim.run(110)
+    assert (sim.status.phase, sim.replicas["v1"]) == (Phase.PROMOTING, 0)
+    sim.spec = make_spec(strategy=blue_green(scaleDownDelay="30s"), rollbackWindow="5m")
+    sim.run(140)
+    assert (sim.status.phase, sim.status.stage) == (Phase.SUCCEEDED, Stage.ROLLBACK_WINDOW)
+    assert sim.replicas["v1"] == 0
+    d = sim.tick(request=RequestVerb.UNDO)
+    assert d.scale == {"v1": 3}
+    assert (sim.status.stable_version, sim.replicas["v1"]) == ("v1", 3)
+
+
+def test_a_missing_old_deployment_is_nothing_to_scale_down() -> None:
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="1m")), replicas={"v2": 3})
+    sim.tick()
+    sim.run(400)
+    assert sim.status.scaled_down is None
+    assert sim.status.scale_down_at is None
+    events = [e for d in sim.decisions for e in d.events if e.reason == "ScaledDown"]
+    assert [e.message for e in events] == ["no Deployment fraud-detector-v1 of v1 to scale down"]
+
+
+def test_the_plan_asks_for_the_old_versions_replicas_only_when_a_scale_down_is_due() -> None:
+    sim = Sim(make_spec(strategy=blue_green(scaleDownDelay="1m")))
+    sim.tick()
+    sim.run(70)
+    assert plan(sim.spec, sim.status, sim.now).read_replicas == ()
+    assert plan(sim.spec, sim.status, sim.now + timedelta(minutes=1)).read_replicas == ("v1",)

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelrollout.api.status import Phase, Stage, Verdict
+from modelrollout.api.status import ModelRolloutStatus, Phase, Stage, Verdict
 from modelrollout.engine import RequestVerb, plan
 
 from .engine_harness import Sim, gate, make_spec
@@ -43,23 +43,52 @@ strategies = st.one_of(
     ),
 )
 verdicts = st.sampled_from([Verdict.PASS, Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE])
-machine_requests = st.sampled_from([None, None, None, RequestVerb.PAUSE, RequestVerb.RESUME])
+machine_requests = st.sampled_from(
+    [None, None, None, RequestVerb.PAUSE, RequestVerb.RESUME, RequestVerb.UNDO]
+)
 actions = st.lists(
     st.tuples(st.integers(1, 90), verdicts, machine_requests, st.booleans()), max_size=40
 )
 automation = st.sampled_from(["Full", "AfterShadow", "BeforePromotion", "EveryStep"])
+windows = st.sampled_from([None, "90s", "10m"])
 
-ORDER = {Stage.SHADOW: 0, Stage.CANARY: 1, Stage.PREVIEW: 1, Stage.POST_PROMOTION: 2, Stage.DONE: 3}
+ORDER = {
+    Stage.SHADOW: 0,
+    Stage.CANARY: 1,
+    Stage.PREVIEW: 1,
+    Stage.POST_PROMOTION: 2,
+    Stage.ROLLBACK_WINDOW: 3,
+    Stage.DONE: 4,
+}
+#: Every gate is checked in every stage, the rollback window included.
+ALL_STAGES = [s.value for s in Stage]
 
 
-def run(strategy: dict[str, Any], auto: str, acts: list[Any], humans: bool = False) -> Sim:
-    sim = Sim(make_spec(strategy=strategy, automation=auto))
+def run(
+    strategy: dict[str, Any],
+    auto: str,
+    acts: list[Any],
+    humans: bool = False,
+    window: str | None = None,
+    seen: list[tuple[ModelRolloutStatus, dict[str, int]]] | None = None,
+) -> Sim:
+    analysis = {
+        "interval": "30s",
+        "failureLimit": 2,
+        "inconclusiveLimit": 2,
+        "metrics": [{"name": "p99-latency", "latency": {}, "max": 0.5, "stages": ALL_STAGES}],
+    }
+    sim = Sim(
+        make_spec(strategy=strategy, automation=auto, rollbackWindow=window, analysis=analysis)
+    )
     sim.tick()
     for seconds, verdict, request, promote in acts:
         due = plan(sim.spec, sim.status, sim.now).check_due
         if humans and promote:
             request = RequestVerb.PROMOTE
         sim.tick(seconds=seconds, results=[gate(verdict)] if due else None, request=request)
+        if seen is not None:
+            seen.append((sim.status, dict(sim.replicas)))
     return sim
 
 
@@ -104,11 +133,11 @@ def test_never_a_promotion_without_a_passing_check_when_no_human_steps_in(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(strategies, automation, actions)
-def test_progress_never_goes_backwards_except_by_rollback(
-    strategy: dict[str, Any], auto: str, acts: list[Any]
+@given(strategies, automation, actions, windows)
+def test_progress_never_goes_backwards_except_by_rollback_or_undo(
+    strategy: dict[str, Any], auto: str, acts: list[Any], window: str | None
 ) -> None:
-    sim = run(strategy, auto, acts, humans=True)
+    sim = run(strategy, auto, acts, humans=True, window=window)
     prev: tuple[int, int] | None = None
     for d in sim.decisions:
         st_ = d.status
@@ -120,3 +149,39 @@ def test_progress_never_goes_backwards_except_by_rollback(
         if prev is not None:
             assert pos >= prev, (prev, pos)
         prev = pos
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies, automation, actions, windows)
+def test_an_undo_happens_only_in_a_rollback_window_and_puts_all_traffic_on_the_previous(
+    strategy: dict[str, Any], auto: str, acts: list[Any], window: str | None
+) -> None:
+    sim = run(strategy, auto, acts, humans=True, window=window)
+    before: dict[str, object] | None = None
+    for d in sim.decisions:
+        if any(e.reason == "Undone" for e in d.events):
+            assert window is not None
+            assert before is not None
+            assert before["phase"] == Phase.SUCCEEDED.value
+            assert before["stage"] == Stage.ROLLBACK_WINDOW.value
+            assert d.traffic is not None
+            assert d.traffic.stable_version == before["previousStableVersion"]
+            assert (d.traffic.candidate_weight, d.traffic.mirror_percent) == (0, 0)
+            assert d.status["phase"] == Phase.ROLLED_BACK.value
+        before = d.status
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies, automation, actions, windows)
+def test_the_previous_version_keeps_its_replicas_while_it_can_be_undone_to(
+    strategy: dict[str, Any], auto: str, acts: list[Any], window: str | None
+) -> None:
+    seen: list[tuple[ModelRolloutStatus, dict[str, int]]] = []
+    run(strategy, auto, acts, humans=True, window=window, seen=seen)
+    for status, replicas in seen:
+        if status.stage == Stage.ROLLBACK_WINDOW:
+            assert status.previous_stable_version is not None
+            assert replicas[status.previous_stable_version] > 0
+        if status.phase in (Phase.ROLLED_BACK, Phase.PROGRESSING, Phase.SHADOWING):
+            assert status.stable_version is not None
+            assert replicas[status.stable_version] > 0, "traffic on a scaled-down version"

@@ -85,6 +85,12 @@ def test_the_wheel_holds_no_launcher_or_simulator_module(built_wheel: zipfile.Zi
     assert Path("modelrollout/operator/handlers.py") in files  # the product is there
 
 
+def test_the_dashboards_page_ships_as_package_data(built_wheel: zipfile.ZipFile) -> None:
+    names = set(built_wheel.namelist())
+    for asset in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        assert f"modelrollout/cli/static/{asset}" in names
+
+
 def test_matplotlib_is_only_the_report_extra(built_wheel: zipfile.ZipFile) -> None:
     (meta_name,) = [n for n in built_wheel.namelist() if n.endswith(".dist-info/METADATA")]
     meta = email.parser.Parser().parsestr(built_wheel.read(meta_name).decode())

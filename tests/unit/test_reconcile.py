@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import Sample
 from modelrollout.engine import Event, TrafficIntent, TrafficState
 from modelrollout.operator.reconcile import Adapters, reconcile
@@ -136,3 +137,101 @@ def test_a_spec_the_models_refuse_fails_with_the_reason_in_status_and_an_event()
     assert (kind, ekind, reason) == ("status", "event", "InvalidSpec")
     assert patch["status"]["phase"] == "Failed"
     assert "spec.strategy.canary.steps" in patch["status"]["message"]
+
+
+def test_an_address_the_policy_refuses_fails_the_rollout_before_anything_is_asked() -> None:
+    # Given an operator whose policy refuses the address the rollout names
+    journal, _, adapters, body = setup()
+    asked: list[str | None] = []
+
+    def source_for(address: str | None) -> FakeSource | Refused:
+        asked.append(address)
+        return Refused("analysis.prometheus.address 'http://trap' is not allowed")
+
+    adapters.source_for = source_for
+    body["spec"]["analysis"]["prometheus"] = {"address": "http://trap"}
+    # When it reconciles
+    assert reconcile(body, adapters) is None
+    # Then nothing routed, the status says why, with the condition and a Warning Event
+    (kind, patch), (ekind, reason) = journal.calls
+    assert (kind, ekind, reason) == ("status", "event", "PrometheusNotAllowed")
+    status = patch["status"]
+    assert status["phase"] == "Failed"
+    assert "not allowed" in status["message"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PrometheusNotAllowed")
+    assert asked == ["http://trap"]
+    # and the next tick writes nothing more
+    follow(body, journal)
+    journal.calls.clear()
+    reconcile(body, adapters)
+    assert journal.calls == []
+
+
+def test_a_deletion_asks_no_policy_and_sends_traffic_back_to_stable() -> None:
+    journal, router, adapters, body = setup()
+    reconcile(body, adapters)
+    follow(body, journal)
+    journal.calls.clear()
+    adapters.source_for = lambda _: Refused("refused")
+    reconcile(body, adapters, deleting=True)
+    assert router.state == TrafficState(0, 0)
+
+
+class FakeWorkloads:
+    def __init__(self, journal: Journal, replicas: dict[str, int]) -> None:
+        self.journal = journal
+        self.deployments = dict(replicas)
+        self.fail: str | None = None
+
+    def replicas(self, namespace: str, name: str) -> int | None:
+        return self.deployments.get(name)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        if self.fail:
+            from modelrollout.traffic.workloads import WorkloadError
+
+            raise WorkloadError(self.fail)
+        self.journal.calls.append(("scale", (name, replicas)))
+        self.deployments[name] = replicas
+
+
+def switched_blue_green() -> tuple[Journal, FakeWorkloads, Adapters, dict[str, Any]]:
+    """A blue-green whose old version (v1) is due to be scaled down."""
+    journal, router, adapters, body = setup()
+    workloads = FakeWorkloads(journal, {"fraud-detector-v1": 4, "fraud-detector-v2": 4})
+    adapters.workloads = workloads
+    body["spec"] = make_spec(strategy={"blueGreen": {"scaleDownDelay": "1m"}}).dump()
+    body["status"] = {
+        "phase": "Promoting",
+        "stage": "postPromotion",
+        "stableVersion": "v1",
+        "candidateVersion": "v2",
+        "weights": {"stable": 0, "candidate": 100},
+        "stageStartedAt": "2026-01-01T11:59:00Z",
+        "stepStartedAt": "2026-01-01T11:59:00Z",
+        "lastCheckAt": "2026-01-01T11:59:50Z",
+        "scaleDownAt": "2026-01-01T12:00:00Z",
+    }
+    router.state = TrafficState(100, 0)
+    return journal, workloads, adapters, body
+
+
+def test_the_old_version_is_scaled_down_before_the_status_records_its_replicas() -> None:
+    journal, workloads, adapters, body = switched_blue_green()
+    reconcile(body, adapters)
+    assert workloads.deployments == {"fraud-detector-v1": 0, "fraud-detector-v2": 4}
+    assert [k for k, _ in journal.calls] == ["scale", "status", "event"]
+    assert journal.calls[0] == ("scale", ("fraud-detector-v1", 0))
+    assert journal.calls[1][1]["status"]["scaledDown"] == {"version": "v1", "replicas": 4}
+    assert journal.calls[2] == ("event", "ScaledDown")
+
+
+def test_a_scale_that_fails_records_nothing_and_is_decided_again() -> None:
+    journal, workloads, adapters, body = switched_blue_green()
+    workloads.fail = "403 forbidden"
+    reconcile(body, adapters)
+    assert journal.calls == []
+    workloads.fail = None
+    reconcile(body, adapters)
+    assert [k for k, _ in journal.calls] == ["scale", "status", "event"]

@@ -99,12 +99,15 @@ the code named in its comment; nothing else is granted.
   verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.rbac.trafficRouters.service }}
-# Plain Service router: read and re-point the Service's selector, read the
-# Deployments (read-only) and patch their scale subresource (not the
-# Deployments themselves).
+# Plain Service router: read and re-point the Service's selector.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "patch"]
+{{- end }}
+{{- if or .Values.rbac.trafficRouters.service .Values.rbac.scaleDown }}
+# The plain Service router's replica ratio, and blue-green's scale-down of the
+# old version after scaleDownDelay (traffic/workloads.py): read the Deployments
+# (read-only) and patch their scale subresource (not the Deployments themselves).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get"]

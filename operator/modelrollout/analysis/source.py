@@ -14,13 +14,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-T = TypeVar("T")
+from modelrollout.analysis.policy import printable
 
 
 class SourceError(Exception):
-    """The source could not be asked: unreachable, timed out, or refused the query."""
+    """The source gave no usable answer. Its message is short and safe to put in a status.
+
+    Subclasses tell *whose* problem it is, for status, Events and metrics::
+
+        SourceError
+        ├── SourceUnreachable   no answer: connection, DNS, TLS, timeout, 5xx, a redirect,
+        │                       an auth or path error, or an answer that is not Prometheus's
+        └── QueryRefused        Prometheus answered and refused this query (bad_data, ...)
+
+    No message ever carries a response body: only the HTTP status, Prometheus's
+    ``errorType`` and, for ``bad_data``, its parse error, cleaned and bounded.
+    """
+
+    kind = "error"
+
+
+class SourceUnreachable(SourceError):
+    """No answer to the query from the source; nothing about the query itself."""
+
+    kind = "unreachable"
+
+
+class QueryRefused(SourceError):
+    """Prometheus parsed or ran the query and refused it: fix the query, not the source."""
+
+    kind = "refused"
 
 
 @dataclass(frozen=True)
@@ -88,11 +113,21 @@ def _float(text: Any) -> float:
         return math.nan
 
 
-class PrometheusSource:
-    """Instant queries through ``prometheus-api-client``.
+#: Longest Prometheus ``bad_data`` error text quoted back (a PromQL parse error).
+ERROR_TEXT_LIMIT = 200
 
-    ``observe`` is called with (seconds, error) after each query so the
-    operator can export query latency and errors without this class knowing
+
+class PrometheusSource:
+    """Instant and range queries against Prometheus's HTTP API, with ``requests``.
+
+    Redirects are never followed: the credentials of one address must not
+    travel to whatever host an answer points at, and a Prometheus that
+    redirects its API is misconfigured anyway. Failures become a
+    :class:`SourceError` whose message names the HTTP status and Prometheus's
+    ``errorType``, never the body of the answer (see :func:`error_for`).
+
+    ``observe`` is called with (seconds, error kind or None) after each query so
+    the operator can export query latency and errors without this class knowing
     about its metrics.
     """
 
@@ -104,42 +139,36 @@ class PrometheusSource:
         auth: tuple[str, str] | None = None,
         ca_bundle: str | None = None,
         timeout: float = 10.0,
-        observe: Callable[[float, bool], None] | None = None,
+        observe: Callable[[float, str | None], None] | None = None,
     ) -> None:
         import requests
-        from prometheus_api_client import PrometheusConnect
+        from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
 
-        self.url = url
+        self.url = url.rstrip("/")
         self.timeout = timeout
         self._observe = observe
         session = requests.Session()
+        session.headers.update(headers or {})
+        session.auth = auth
         if ca_bundle:
             session.verify = ca_bundle
         # One quick retry: a down Prometheus must turn into "inconclusive" within
         # seconds, not hold the reconcile loop through a long backoff.
-        self._client = PrometheusConnect(
-            url=url,
-            headers=headers,
-            auth=auth,
-            disable_ssl=False,
-            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=[502, 503, 504]),
-            session=session,
-            timeout=int(max(1, timeout)),
+        retry = Retry(
+            total=1,
+            redirect=0,
+            backoff_factor=0.1,
+            status_forcelist=[502, 503, 504],
+            raise_on_status=False,
+            respect_retry_after_header=False,
         )
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, HTTPAdapter(max_retries=retry))
+        self._session = session
 
     def instant(self, query: str) -> list[Sample]:
-        started = time.monotonic()
-        failed = False
-        try:
-            result = self._client.custom_query(query=query, params={"timeout": self.timeout})
-            return parse_result(result)
-        except Exception as exc:
-            failed = True
-            raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc
-        finally:
-            if self._observe is not None:
-                self._observe(time.monotonic() - started, failed)
+        return parse_result(self._ask("/api/v1/query", {"query": query}))
 
     def range(self, query: str, seconds: float, step: float) -> list[float]:
         """Values of a range query over the last ``seconds``, one per ``step`` seconds.
@@ -150,16 +179,18 @@ class PrometheusSource:
         """
         end = datetime.now(UTC)
 
-        def pooled(result: Any) -> list[float]:
+        def pooled(data: Any) -> list[float]:
+            result = data.get("result") if isinstance(data, dict) else None
             return [
                 _float(point[1])
                 for series in result or []
                 if isinstance(series, dict)
                 for point in series.get("values") or []
+                if isinstance(point, list) and len(point) == 2
             ]
 
         start = end - timedelta(seconds=max(seconds, step))
-        return self._query_range(query, start, end, step, pooled)
+        return pooled(self._query_range(query, start, end, step))
 
     def series(
         self, query: str, *, start: datetime, end: datetime, step: float
@@ -169,30 +200,102 @@ class PrometheusSource:
         For a picture of a whole rollout (``kubectl modelrollout report``), where the
         times matter and series are kept apart.
         """
-        return self._query_range(query, start, end, step, parse_range)
+        return parse_range(self._query_range(query, start, end, step))
 
-    def _query_range(
-        self, query: str, start: datetime, end: datetime, step: float, parse: Callable[[Any], T]
-    ) -> T:
+    def _query_range(self, query: str, start: datetime, end: datetime, step: float) -> Any:
+        return self._ask(
+            "/api/v1/query_range",
+            {
+                "query": query,
+                "start": f"{start.timestamp():.3f}",
+                "end": f"{end.timestamp():.3f}",
+                "step": f"{max(step, 0.001):g}",  # float seconds: any step, no unit parsing
+            },
+        )
+
+    def _ask(self, path: str, params: dict[str, str]) -> Any:
+        """``data`` of a successful answer; :class:`SourceError` for anything else."""
+        import requests
+
         started = time.monotonic()
-        failed = False
+        kind: str | None = None
         try:
-            result = self._client.custom_query_range(
-                query=query,
-                start_time=start,
-                end_time=end,
-                step=f"{max(step, 0.001):g}",  # float seconds: any step, no unit parsing
-                params={"timeout": self.timeout},
-            )
-            return parse(result)
-        except Exception as exc:
-            failed = True
-            raise SourceError(f"prometheus at {self.url}: {_short(exc)}") from exc
+            try:
+                response = self._session.get(
+                    self.url + path,
+                    params={**params, "timeout": f"{self.timeout:g}"},
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.Timeout as exc:
+                raise SourceUnreachable(self._say(f"timed out after {self.timeout:g}s")) from exc
+            except requests.RequestException as exc:
+                raise SourceUnreachable(self._say(_connection_reason(exc))) from exc
+            body = _json(response)
+            ok = response.status_code == 200 and isinstance(body, dict)
+            if ok and body.get("status") == "success":
+                return body.get("data")
+            raise error_for(response.status_code, body, where=self._say(""))
+        except SourceError as exc:
+            kind = exc.kind
+            raise
         finally:
             if self._observe is not None:
-                self._observe(time.monotonic() - started, failed)
+                self._observe(time.monotonic() - started, kind)
+
+    def _say(self, what: str) -> str:
+        return f"prometheus at {self.url}" + (f": {what}" if what else "")
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+def error_for(status: int, body: Any, *, where: str = "prometheus") -> SourceError:
+    """The error of an answer that is not a success, from its status and JSON alone.
+
+    Prometheus answers a bad query with 400 and ``{"errorType": "bad_data",
+    "error": "<parse error>"}``, a failed evaluation with 422 ``execution``, and a
+    timeout with 503. Only a ``bad_data`` error text is quoted (cleaned, at most
+    :data:`ERROR_TEXT_LIMIT` characters): it is how a user finds the typo in a
+    query. Anything else a server sends (HTML of a proxy, an echo of the request)
+    is dropped. Only a 4xx ``bad_data`` or ``execution`` is the query's fault
+    (:class:`QueryRefused`); the rest is the source's (:class:`SourceUnreachable`).
+    """
+    error_type = body.get("errorType") if isinstance(body, dict) else None
+    error_type = printable(error_type, limit=40) if isinstance(error_type, str) else None
+    text = f"{where}: HTTP {status}" + (f" {error_type}" if error_type else "")
+    if 300 <= status < 400:
+        return SourceUnreachable(f"{text} (a redirect; not followed)")
+    if 400 <= status < 500 and error_type in ("bad_data", "execution"):
+        if error_type == "bad_data" and isinstance(body.get("error"), str):
+            text += ": " + printable(body["error"], limit=ERROR_TEXT_LIMIT)
+        return QueryRefused(text)
+    if status == 200 and error_type is None:
+        return SourceUnreachable(f"{text}, but not a Prometheus API answer")
+    return SourceUnreachable(text)
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+_CONNECTION_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("Name or service not known", "host name not resolved"),
+    ("Temporary failure in name resolution", "host name not resolved"),
+    ("No address associated", "host name not resolved"),
+    ("No route to host", "no route to host"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+    ("SSLError", "TLS handshake failed"),
+    ("Connection reset", "connection reset"),
+    ("RemoteDisconnected", "connection closed without an answer"),
+)
+
+
+def _connection_reason(exc: Exception) -> str:
+    """A few words for a failed connection; the library's text (with the URL) is not kept."""
+    text = repr(exc)
+    for needle, reason in _CONNECTION_REASONS:
+        if needle in text:
+            return reason
+    return "connection failed"

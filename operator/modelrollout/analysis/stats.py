@@ -68,8 +68,10 @@ DriftMethod: TypeAlias = Literal["psi", "js", "ks", "chi2"]
 Direction: TypeAlias = Literal["increase", "decrease", "either"]
 """The harmful direction: ``increase`` means only a higher candidate value is bad."""
 Classification: TypeAlias = Literal["Pass", "High", "Low", "NoData"]
-Verdict: TypeAlias = Literal["Pass", "Marginal", "Fail", "NoData"]
-Decision: TypeAlias = Literal["continue", "reject"]
+ScoreOutcome: TypeAlias = Literal["Pass", "Marginal", "Fail", "NoData"]
+"""A score run's outcome (not the API's ``Verdict``: it has Marginal and NoData)."""
+MSPRTOutcome: TypeAlias = Literal["continue", "reject"]
+"""What one mSPRT look decides (not the engine's ``Decision``)."""
 
 #: Minimum observations per version before a drift measure is reported. With k <= 20
 #: buckets the PSI expected under no drift is then <= 0.038 and P(PSI > 0.1) <= 1.3e-4.
@@ -620,7 +622,7 @@ class ScoredMetric:
 @dataclass(frozen=True)
 class RunScore:
     score: float | None
-    verdict: Verdict
+    verdict: ScoreOutcome
     failed_metrics: tuple[str, ...]
     critical_failed: tuple[str, ...]
     no_data_metrics: tuple[str, ...] = ()
@@ -665,7 +667,7 @@ def score_run(
     if critical_no_data:
         reason = "critical metric has no data: " + ", ".join(critical_no_data)
         return RunScore(score, "NoData", failed, (), no_data, reason)
-    verdict: Verdict = (
+    verdict: ScoreOutcome = (
         "Pass" if score >= pass_threshold else "Marginal" if score >= marginal_threshold else "Fail"
     )
     return RunScore(score, verdict, failed, (), no_data)
@@ -726,7 +728,7 @@ class MSPRTResult:
     effect: float | None
     n_control: float
     n_experiment: float
-    decision: Decision
+    decision: MSPRTOutcome
     reason: str | None = None
 
     @property
@@ -788,7 +790,7 @@ def msprt_update(
     def result(
         p: float, statistic: float | None, effect: float | None, reason: str | None = None
     ) -> MSPRTResult:
-        decision: Decision = "reject" if p <= alpha else "continue"
+        decision: MSPRTOutcome = "reject" if p <= alpha else "continue"
         return MSPRTResult(p, statistic, effect, n_c, n_e, decision, reason)
 
     for arm, n in (("control", n_c), ("experiment", n_e)):

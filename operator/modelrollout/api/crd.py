@@ -121,8 +121,10 @@ def crd() -> dict[str, Any]:
                         _column("Step", ".status.stepIndex", "integer"),
                         _column("Weight", ".status.weights.candidate", "integer"),
                         _column("Mirror", ".status.mirrorPercent", "integer", priority=1),
-                        _column("Message", ".status.message", priority=1),
                         _column("Age", ".metadata.creationTimestamp", "date"),
+                        # Last and always shown: why it is paused, failed or refused,
+                        # without `-o wide` or `describe`.
+                        _column("Message", ".status.message"),
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -335,7 +335,9 @@ class MetricGate(ApiModel):
     stages: list[Stage] | None = Field(
         default=None,
         description="Stages in which this gate is checked. Default: every stage in which "
-        "the candidate receives traffic.",
+        "the candidate receives traffic, up to the promotion. rollbackWindow: checked after "
+        "the promotion while spec.rollbackWindow lasts, where failureLimit failed checks in "
+        "a row undo the promotion; only gates that list it are checked there.",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelrollout.api.base import GROUP, VERSION, ApiModel, Duration, Percent, cel_rules
 from modelrollout.api.gates import MetricGate
-from modelrollout.api.status import ModelRolloutStatus
+from modelrollout.api.status import ModelRolloutStatus, Stage
 
 
 class VersionRef(ApiModel):
@@ -297,13 +297,33 @@ class PrometheusSource(ApiModel):
 class Analysis(ApiModel):
     interval: Duration = Field(default="1m", description="Time between checks; also {{interval}}.")
     failure_limit: int = Field(
-        default=2, ge=1, le=100, description="Failed checks in a row that roll back."
+        default=1,
+        ge=1,
+        le=100,
+        description="Failed checks in a row that roll back. Every gate is an anytime-valid "
+        "test, so one Fail is already a claim at the rollout's falseRollbackBudget: 1 is "
+        "enough (docs/analysis.md).",
     )
     inconclusive_limit: int = Field(
         default=3, ge=1, le=100, description="Inconclusive checks in a row that pause."
     )
+    false_rollback_budget: float = Field(
+        default=0.01,
+        gt=0,
+        le=0.2,
+        description="The chance, over the whole rollout, that a candidate which holds every "
+        "limit is rolled back (and that one breaking a limit is shown good). Split evenly "
+        "over the gates of every stage; docs/analysis.md says how.",
+    )
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     metrics: list[MetricGate] = Field(default_factory=list, max_length=32)
+
+    def tests_per_rollout(self, stages: list[Stage]) -> int:
+        """How many sequential tests share the budget: each gate once in each of ``stages``
+        where it is checked (at least 1)."""
+        return max(
+            1, sum(1 for s in stages for g in self.metrics if g.stages is None or s in g.stages)
+        )
 
 
 class Automation(StrEnum):
@@ -351,6 +371,12 @@ class ModelRolloutSpec(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis)
     automation: Automation = Field(default=Automation.FULL)
     paused: bool = Field(default=False, description="Hold the rollout where it is.")
+    rollback_window: Duration | None = Field(
+        default=None,
+        description="How long after a promotion the previous version stays deployed and "
+        "routable, so `kubectl modelrollout undo` (or a failed gate that lists the stage "
+        "rollbackWindow) sends all traffic back to it in one route write. Default: no window.",
+    )
 
     @model_validator(mode="after")
     def _router_supports_strategy(self) -> ModelRolloutSpec:
@@ -364,6 +390,25 @@ class ModelRolloutSpec(ApiModel):
             if self.strategy.shadow is not None or (bg is not None and bg.preview_mirror_percent):
                 raise ValueError(KSERVE_NO_MIRROR)
         return self
+
+    def stages(self) -> list[Stage]:
+        """The stages this strategy runs through in which the candidate gets traffic."""
+        first = [Stage.SHADOW] if self.strategy.shadow is not None else []
+        if self.strategy.canary is not None:
+            return [*first, Stage.CANARY]
+        return [*first, Stage.PREVIEW, Stage.POST_PROMOTION]
+
+    def alpha_per_test(self) -> float:
+        """Each (gate, stage) test's share of ``analysis.falseRollbackBudget`` (Bonferroni)."""
+        budget = self.analysis.false_rollback_budget
+        return budget / self.analysis.tests_per_rollout(self.stages())
+
+    def version_ref(self, version: str) -> VersionRef:
+        """The spec's own reference to a version (with its names), else a bare one."""
+        for ref in (self.candidate, self.stable):
+            if ref is not None and ref.version == version:
+                return ref
+        return VersionRef(version=version)
 
     def service_for(self, ref: VersionRef) -> str:
         return ref.service or self.service_template.format(model=self.model, version=ref.version)

@@ -30,7 +30,7 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     """The candidate is the new stable."""
     ROLLED_BACK = "RolledBack"
-    """Analysis or a human sent all traffic back to stable."""
+    """Analysis or a human sent all traffic back to stable (also: a promotion undone)."""
     FAILED = "Failed"
     """The rollout cannot run as written (bad spec, missing route); traffic stays on stable."""
 
@@ -49,6 +49,9 @@ class Stage(StrEnum):
     """Blue-green: the candidate is judged before the switch."""
     POST_PROMOTION = "postPromotion"
     """Blue-green: switched; the old version still warm."""
+    ROLLBACK_WINDOW = "rollbackWindow"
+    """Promoted (phase Succeeded), within spec.rollbackWindow: the previous version can be
+    brought back by an undo, and the gates that list this stage are still checked."""
     DONE = "done"
 
 
@@ -75,6 +78,12 @@ class GateResult(ApiModel):
     reason: str | None = None
     samples: float | None = None
     needed_samples: float | None = None
+    lower: float | None = None
+    """The lower end of the gate's anytime-valid confidence sequence at this check."""
+    upper: float | None = None
+    """The upper end: Pass when it lies wholly on the good side of the limit."""
+    alpha: float | None = None
+    """The error level of the gate's test (its share of ``falseRollbackBudget``)."""
 
     @property
     def limit_text(self) -> str:
@@ -114,6 +123,13 @@ class HistoryEntry(ApiModel):
     reason: str
     message: str | None = None
     candidate_version: str | None = None
+
+
+class ScaledDown(ApiModel):
+    """A Deployment the operator scaled to zero, and the replicas it had, to restore them."""
+
+    version: str
+    replicas: int = Field(ge=0)
 
 
 class Condition(ApiModel):
@@ -157,6 +173,16 @@ class ModelRolloutStatus(ApiModel):
     aborted: bool | None = None
     handled_request: str | None = None
     scale_down_at: str | None = None
+    """Blue-green: when the operator scales the old version's Deployment down (never while
+    a rollback window is open)."""
+    scaled_down: ScaledDown | None = None
+    """The old version's Deployment the operator scaled down, until a rollback or an undo
+    restores it or a new rollout starts."""
+    previous_stable_version: str | None = None
+    """The version that was stable before the last promotion."""
+    undo_until: str | None = None
+    """When the rollback window after the last promotion ends (spec.rollbackWindow); until
+    then ``undo`` sends all traffic back to previousStableVersion."""
     last_analysis: AnalysisRun | None = None
     analysis_ledger: list[AnalysisRun] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)

@@ -22,23 +22,21 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import yaml
 from pydantic import ValidationError
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import (
-    DEFAULT_DRIFT_LIMITS,
-    judge_agreement,
-    judge_drift,
-)
+from modelrollout.analysis.gates import context_for, evaluate
+from modelrollout.analysis.gates.agreement import judge_agreement
+from modelrollout.analysis.gates.drift import DEFAULT_DRIFT_LIMITS, judge_drift
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import parse_duration
 from modelrollout.api.gates import AgreementGate, MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import GateResult, Stage, Verdict
+from modelrollout.api.status import GateResult, ModelRolloutStatus, Stage, Verdict
 
 EXIT = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCONCLUSIVE: 2}
 SEVERITY = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
@@ -155,7 +153,7 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
         lo, hi = DEFAULT_DRIFT_LIMITS[args.method]
     try:
         result = judge_drift(
-            args.method, reference, candidate, args.method, args.min_samples, lo, hi
+            args.method, reference, candidate, args.method, args.min_samples, (lo, hi)
         )
     except (stats.DistributionMismatch, ValueError) as exc:
         raise UsageError(str(exc)) from None
@@ -171,7 +169,7 @@ def _agreement(args: argparse.Namespace, out: TextIO) -> int:
             min_pairs=args.min_pairs,
         )
         lo = 0.95 if args.min is None and args.max is None else args.min
-        result = judge_agreement("agreement", agree, disagree, unpaired, opts, lo, args.max)
+        result = judge_agreement("agreement", agree, disagree, unpaired, opts, (lo, args.max))
     except (ValidationError, ValueError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     return _report_one(result, args.output, out)
@@ -265,14 +263,15 @@ def _dry_run(args: argparse.Namespace, out: TextIO) -> int:
             for g in spec.analysis.metrics
             if stage is None or g.stages is None or stage in g.stages
         ]
-        ctx = GateContext(
-            model=spec.model,
+        ctx = context_for(
+            spec,
+            ModelRolloutStatus(),  # a dry run of the manifest: nothing measured yet
             namespace=args.namespace or meta.get("namespace") or "default",
+            now=datetime.now(UTC),
             candidate_version=args.candidate_version or spec.candidate.version,
             stable_version=stable,
-            interval=spec.analysis.interval,
             stage=stage.value if stage else "",
-            stage_seconds=since,
+            seconds_in_stage=since,
         )
         results = evaluate(gates, _source(url), ctx)
         verdict = overall(results, gates)

@@ -1,5 +1,5 @@
 """The kubectl plugin: ``kubectl modelrollout list|status|promote|abort|pause|resume|retry|
-set-candidate|history|report``.
+undo|set-candidate|history|report|dashboard``.
 
 Humans steer a rollout without editing its manifest: a command writes the
 annotation ``modelrollout.io/request: <verb>:<unique id>`` and the operator
@@ -66,17 +66,20 @@ def _now() -> datetime:
 # ----------------------------------------------------------------------- pure rules
 
 
-def refusal(verb: RequestVerb, obj: Obj) -> str | None:
+def refusal(verb: RequestVerb, obj: Obj, now: datetime | None = None) -> str | None:
     """Why ``verb`` makes no sense for this rollout now, or None when it may be sent.
 
     Mirrors what the engine does with a request (``engine.decide``): a request
-    it would ignore is refused here, where the user is looking.
+    it would ignore is refused here, where the user is looking. ``now`` (for
+    ``undo``'s window) defaults to the clock.
     """
     status = obj.get("status") or {}
     name = view.name_of(obj)
     phase = str(status.get("phase") or Phase.PENDING)
     reason = status.get("pauseReason")
     it = f'modelrollout "{name}" is {phase}'
+    if verb == RequestVerb.UNDO:
+        return _undo_refusal(it, status, now or _now())
     ends = (RequestVerb.PROMOTE, RequestVerb.PROMOTE_FULL, RequestVerb.ABORT, RequestVerb.PAUSE)
     if verb in ends and phase in view.TERMINAL_PHASES:
         hint = (
@@ -106,6 +109,27 @@ def refusal(verb: RequestVerb, obj: Obj) -> str | None:
         candidate = status.get("candidateVersion")
         if not candidate or candidate == status.get("stableVersion"):
             return f"{it} with no candidate to retry (it is the stable version, or none ran)"
+    return None
+
+
+def _undo_refusal(it: str, status: Obj, now: datetime) -> str | None:
+    previous = status.get("previousStableVersion")
+    if status.get("phase") != Phase.SUCCEEDED or not previous:
+        if status.get("phase") in view.TERMINAL_PHASES:
+            return f"{it}: undo only follows a promotion"
+        return f"{it}: undo only follows a promotion; abort stops a rollout in progress"
+    until = status.get("undoUntil")
+    ends = view.parse_time(until)
+    if ends is None:
+        return (
+            f"{it}: spec.rollbackWindow was not set at the promotion, so there is no undo "
+            f"window (set-candidate {previous} rolls back out as a new rollout)"
+        )
+    if now >= ends:
+        return (
+            f"{it}: the rollback window to {previous} closed at {until} "
+            f"(set-candidate {previous} rolls it back out as a new rollout)"
+        )
     return None
 
 
@@ -160,8 +184,8 @@ def parse_timeout(text: str) -> float:
 # --------------------------------------------------------------------------- parsers
 
 
-def add_parsers(sub: Any) -> None:
-    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+def common_flags() -> argparse.ArgumentParser:
+    """--kubeconfig, --context and -n, which every plugin command takes (as a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
@@ -170,6 +194,12 @@ def add_parsers(sub: Any) -> None:
     common.add_argument(
         "-n", "--namespace", help="namespace (default: the context's namespace, else default)"
     )
+    return common
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the plugin commands; each takes --kubeconfig, --context and -n."""
+    common = common_flags()
 
     p = sub.add_parser(
         "list",
@@ -208,6 +238,11 @@ def add_parsers(sub: Any) -> None:
         ("pause", "hold the rollout where it is"),
         ("resume", "lift a pause set by `pause` or by inconclusive analysis"),
         ("retry", "start a rolled-back or failed candidate again from the beginning"),
+        (
+            "undo",
+            "within the rollback window after a promotion: all traffic back to the previous "
+            "version at once",
+        ),
     ]
     for verb, text in requests:
         p = sub.add_parser(
@@ -431,7 +466,8 @@ def _watch(kube: Kube, args: argparse.Namespace, obj: dict[str, Any], warned: li
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    """``promote``/``abort``/``pause``/``resume``/``retry``: one annotation, checked first."""
+    """``promote``/``abort``/``pause``/``resume``/``retry``/``undo``: one annotation, checked
+    first."""
     verb = RequestVerb(args.verb)
     if verb == RequestVerb.PROMOTE and getattr(args, "full", False):
         verb = RequestVerb.PROMOTE_FULL
@@ -502,6 +538,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``report``: PNG and/or HTML from the object's own history and ledger."""
+    from modelrollout.analysis.source import PrometheusSource
     from modelrollout.cli import report
 
     report.require_matplotlib()
@@ -511,10 +548,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     timeline = view.build_timeline(obj, now)
     if args.prometheus and timeline.traffic:
         start = min(t for t, _, _ in timeline.traffic)
-        series, warnings = report.prometheus_series(obj, args.prometheus, start, timeline.end)
-        timeline.prometheus = series
+        gathered = report.prometheus_series(
+            obj, PrometheusSource(args.prometheus), start, timeline.end
+        )
+        timeline.prometheus = gathered.series
+        timeline.notes = gathered.notes
         timeline.prometheus_url = args.prometheus
-        for warning in warnings:
+        for warning in gathered.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     for path in report.write_report(obj, args.output, now, timeline):
         print(f"wrote {path}")

@@ -350,3 +350,27 @@ class Kube:
             )
             data = json.loads(response.data)
         return list(data.get("items") or [])
+
+    def rollout_events(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
+        """Every Event about a ModelRollout in the namespace (or the cluster), in one list call.
+
+        The dashboard groups them by rollout: one call per refresh, not one per rollout.
+        """
+        from kubernetes import client
+
+        selector = f"involvedObject.kind={KIND}"
+        api = client.CoreV1Api(self.api_client)
+        kwargs: dict[str, Any] = {
+            "field_selector": selector,
+            "_preload_content": False,
+            "_request_timeout": REQUEST_TIMEOUT,
+        }
+        with self._calling(
+            Call("list", "events", namespace=None if all_namespaces else self.namespace)
+        ):
+            if all_namespaces:
+                response: Any = api.list_event_for_all_namespaces(**kwargs)
+            else:
+                response = api.list_namespaced_event(self.namespace, **kwargs)
+            data = json.loads(response.data)
+        return list(data.get("items") or [])

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "modelrollout.cli.run",
     "modelrollout.cli.commands",
     "modelrollout.cli.analyze",
+    "modelrollout.cli.dashboard",
 ]
 
 #: What ``modelrollout dev ...`` says: the local environment is a separate tool now.

@@ -23,13 +23,16 @@ import html
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelrollout.api.base import format_ts
 from modelrollout.api.status import Phase
 from modelrollout.cli.kube import EXIT_FAILED, CliError
 from modelrollout.cli.view import (
+    GateSeries,
     Obj,
     Timeline,
     build_timeline,
@@ -40,6 +43,10 @@ from modelrollout.cli.view import (
     group_history,
     namespace_of,
 )
+
+if TYPE_CHECKING:
+    from modelrollout.analysis.gates import Plot
+    from modelrollout.api.gates import MetricGate
 
 #: The colour of each kind of marker (:data:`modelrollout.cli.view.MARKER_REASONS`).
 MARKER_COLORS = {
@@ -54,7 +61,11 @@ MARKER_COLORS = {
     "Promoted": "#2ca02c",
     "RolledBack": "#d62728",
     "Aborted": "#d62728",
+    "Undone": "#d62728",
+    "ScaledDown": "#7f7f7f",
 }
+#: Series related to a gate but not its value (own axis): compared metrics, per version.
+OTHER_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 VERDICT_COLORS = {"Pass": "#2ca02c", "Fail": "#d62728", "Inconclusive": "#ff7f0e"}
 
 
@@ -105,10 +116,7 @@ def png_bytes(timeline: Timeline) -> bytes:
 
     for name, gax in zip(gate_names, axes[1:], strict=True):
         points = timeline.gates.get(name, [])
-        series = timeline.prometheus.get(name)
-        if series:
-            gax.plot([t for t, _ in series], [v for _, v in series], color="#7f7f7f", lw=1,
-                     label="prometheus")  # fmt: skip
+        _draw_prometheus(gax, timeline.prometheus.get(name, []), timeline.notes.get(name))
         measured = [p for p in points if p.value is not None]
         if measured:
             gax.plot([p.at for p in measured], [p.value for p in measured], color="#333333", lw=1)
@@ -171,6 +179,26 @@ def png_bytes(timeline: Timeline) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def _draw_prometheus(ax: Any, series: list[GateSeries], note: str | None) -> None:
+    """Grey: the gate's own value; coloured, on a second axis: related series; a note."""
+    own = [s for s in series if s.same_scale]
+    for s in own:
+        label = "prometheus" if len(own) == 1 else s.label
+        ax.plot([t for t, _ in s.points], [v for _, v in s.points], color="#7f7f7f", lw=1,
+                ls="-" if "stable" not in s.label else "--", label=label)  # fmt: skip
+    other = [s for s in series if not s.same_scale]
+    if other:
+        twin = ax.twinx()
+        for i, s in enumerate(other):
+            twin.plot([t for t, _ in s.points], [v for _, v in s.points], lw=0.8, alpha=0.6,
+                      color=OTHER_COLORS[i % len(OTHER_COLORS)], label=s.label)  # fmt: skip
+        twin.tick_params(labelsize=7)
+        twin.legend(loc="upper right", fontsize=6)
+    if note:
+        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=6, color="#555555", wrap=True)  # fmt: skip
 
 
 def write_png(timeline: Timeline, path: Path) -> Path:
@@ -276,13 +304,18 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
     provenance = ""
     if timeline.prometheus_url:
         drawn = ", ".join(
-            f"{e(name)} ({len(points)} points)"
-            for name, points in sorted(timeline.prometheus.items())
+            f"{e(name)} ({len(series[0].points)} points)"
+            if len(series) == 1
+            else ", ".join(f"{e(name)} {e(s.label)} ({len(s.points)} points)" for s in series)
+            for name, series in sorted(timeline.prometheus.items())
         )
         provenance = (
             f"<p>Grey lines: gate queries from Prometheus at {e(timeline.prometheus_url)}: "
             f"{drawn or 'no series returned'}.</p>"
         )
+        if timeline.notes:
+            notes = "; ".join(f"{e(k)}: {e(v)}" for k, v in sorted(timeline.notes.items()))
+            provenance += f"<p>Not drawn as a series: {notes}.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{e(timeline.title)}</title><style>{_CSS}</style></head>
@@ -298,10 +331,35 @@ def html_page(obj: Obj, timeline: Timeline, png: bytes, now: datetime) -> str:
 {_table(["at", "marker", "message"], markers)}
 <h2>History</h2>
 {_table(_HISTORY_HEADERS, history)}
+<h2>Gates</h2>
+{_table(["gate", "kind", "limit"], gate_rows(spec))}
 <h2>Analysis ledger</h2>
 {_table(["at", "stage", "step", "verdict", "gates"], ledger, raw=True)}
 </body></html>
 """
+
+
+def gate_rows(spec: Obj) -> list[list[str]]:
+    """(name, kind, limit in words) of each gate of the spec, from the analysis registry."""
+    from pydantic import ValidationError
+
+    from modelrollout.analysis import gates
+    from modelrollout.api.gates import MetricGate
+
+    rows = []
+    for raw in dig(spec, "analysis", "metrics") or []:
+        try:
+            gate = MetricGate.model_validate(raw)
+        except ValidationError as exc:
+            rows.append([str(dig(raw, "name") or "?"), "?", _first_line(exc)])
+            continue
+        rows.append([gate.name, _camel(gates.kind_name(gate)), gates.limit_text(gate)])
+    return rows
+
+
+def _camel(field_name: str) -> str:
+    head, *rest = field_name.split("_")
+    return head + "".join(w.title() for w in rest)
 
 
 def output_paths(target: str) -> list[Path]:
@@ -333,57 +391,107 @@ def write_report(
 # ------------------------------------------------------------------------ prometheus
 
 
-def prometheus_series(
-    obj: Obj, url: str, start: datetime, end: datetime, step_seconds: float | None = None
-) -> tuple[dict[str, list[tuple[datetime, float]]], list[str]]:
-    """Each gate's query over [start, end] at full resolution, plus warnings for what failed.
+class RangeReader(Protocol):
+    """Answers a range query with its series, each as (time, value) points.
 
-    The queries are filled in for the *current* candidate and stable
-    versions, as the operator fills them; ``{{stage}}`` is left empty since
-    a range spans several stages.
+    :class:`modelrollout.analysis.source.PrometheusSource` is the one in production: the
+    report asks Prometheus through the same client, TLS and timeout as the operator. A
+    source that cannot answer raises :class:`~modelrollout.analysis.source.SourceError`.
     """
-    from modelrollout.analysis.gates import GateContext, TemplateError, query_of, render
-    from modelrollout.analysis.source import PrometheusSource, SourceError
-    from modelrollout.api.gates import MetricGate
 
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    analysis = spec.get("analysis") or {}
-    ctx = GateContext(
-        model=str(spec.get("model", "")),
-        namespace=namespace_of(obj),
-        candidate_version=str(
-            status.get("candidateVersion") or dig(spec.get("candidate"), "version") or ""
-        ),
-        stable_version=str(status.get("stableVersion") or dig(spec.get("stable"), "version") or ""),
-        interval=str(analysis.get("interval") or "1m"),
+    def series(
+        self, query: str, *, start: datetime, end: datetime, step: float
+    ) -> list[list[tuple[datetime, float]]]: ...
+
+
+@dataclass
+class Gathered:
+    """What ``--prometheus`` adds to a report."""
+
+    series: dict[str, list[GateSeries]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per gate: why (part of) it is not drawn, e.g. a drift statistic has no series."""
+    warnings: list[str] = field(default_factory=list)
+    """What failed: an unreachable Prometheus, a gate that does not parse."""
+
+
+def prometheus_series(
+    obj: Obj,
+    source: RangeReader,
+    start: datetime,
+    end: datetime,
+    step_seconds: float | None = None,
+) -> Gathered:
+    """Each gate's plottable queries over [start, end] at full resolution.
+
+    What a gate kind draws comes from the analysis registry (``queries``): the value for
+    each version where PromQL can say it, related series on their own axis, or a note
+    where there is nothing to draw. The queries are filled in for the *current*
+    candidate and stable versions, as the operator fills them; ``{{stage}}`` is left
+    empty since a range spans several stages.
+    """
+    from pydantic import ValidationError
+
+    from modelrollout.analysis import gates
+    from modelrollout.api.spec import ModelRolloutSpec
+    from modelrollout.api.status import ModelRolloutStatus
+
+    out = Gathered()
+    try:
+        spec = ModelRolloutSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        out.warnings.append(f"spec: {_first_line(exc)}")
+        return out
+    try:
+        status = ModelRolloutStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = ModelRolloutStatus()
+    ctx = gates.context_for(
+        spec, status, namespace=namespace_of(obj), now=end, stage="", seconds_in_stage=0.0
     )
     span = max((end - start).total_seconds(), 60.0)
     # Whole seconds: Prometheus reads "3.6s" as no duration at all. ~500 points: detailed,
     # and far under its 11,000-points-per-series limit.
     step = max(1, math.ceil(step_seconds or span / 500))
-    source = PrometheusSource(url)
-    out: dict[str, list[tuple[datetime, float]]] = {}
-    warnings: list[str] = []
-    for raw in analysis.get("metrics") or []:
+    for gate in spec.analysis.metrics:
         try:
-            gate = MetricGate.model_validate(raw)
-            promql = render(query_of(gate), ctx.variables())
-        except (ValueError, TemplateError) as exc:
-            warnings.append(f"gate {dig(raw, 'name')}: {str(exc).splitlines()[0]}")
+            plot = gates.queries(gate, ctx)
+        except ValueError as exc:  # TemplateError
+            out.warnings.append(f"gate {gate.name}: {_first_line(exc)}")
             continue
+        if plot.note:
+            out.notes[gate.name] = plot.note
+        _gather(out, gate, plot, source, start - timedelta(seconds=step),
+                end + timedelta(seconds=step), step)  # fmt: skip
+    return out
+
+
+def _gather(
+    out: Gathered,
+    gate: MetricGate,
+    plot: Plot,
+    source: RangeReader,
+    start: datetime,
+    end: datetime,
+    step: int,
+) -> None:
+    from modelrollout.analysis.source import SourceError
+
+    for s in plot.series:
         try:
-            series = source.series(
-                promql,
-                start=start - timedelta(seconds=step),
-                end=end + timedelta(seconds=step),
-                step=step,
-            )
+            found = source.series(s.promql, start=start, end=end, step=step)
         except SourceError as exc:
-            warnings.append(f"gate {gate.name}: {exc}")
-            continue
-        if len(series) > 1:
-            warnings.append(f"gate {gate.name}: {len(series)} series returned; showing the first")
-        if series and series[0]:
-            out[gate.name] = series[0]
-    return out, warnings
+            out.warnings.append(f"gate {gate.name}: {_first_line(exc)}")
+            return  # one warning per gate: the next query would fail the same way
+        if len(found) > 1:
+            which = f" ({s.label})" if len(plot.series) > 1 else ""
+            out.warnings.append(
+                f"gate {gate.name}{which}: {len(found)} series returned; showing the first"
+            )
+        if found and found[0]:
+            out.series.setdefault(gate.name, []).append(GateSeries(s.label, found[0], s.same_scale))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -8,6 +8,7 @@ import os
 import secrets
 from typing import Any
 
+from modelrollout.analysis.policy import Credentials
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, parse_duration
 
 
@@ -27,16 +28,38 @@ def add_parsers(sub: Any) -> None:
         help="Prometheus URL used when a rollout names none (env MODELROLLOUT_PROMETHEUS)",
     )
     p.add_argument(
+        "--prometheus-allow",
+        action="append",
+        metavar="ADDRESS",
+        default=_env_list("MODELROLLOUT_PROMETHEUS_ALLOW"),
+        help="another Prometheus a rollout may name in analysis.prometheus.address (repeat; "
+        "env MODELROLLOUT_PROMETHEUS_ALLOW, comma-separated). --prometheus is always allowed; "
+        "a rollout naming any other address is refused and nothing is sent to it",
+    )
+    p.add_argument(
+        "--prometheus-credentials",
+        action="append",
+        metavar="ADDRESS,KEY=PATH,...",
+        default=[],
+        help="credential files for one Prometheus, sent to that address only: "
+        "token-file=PATH, basic-auth-file=PATH ('user:password'), ca-file=PATH "
+        "(repeat; the address is then allowed too)",
+    )
+    p.add_argument(
         "--prometheus-token-file",
         default=os.environ.get("MODELROLLOUT_PROMETHEUS_TOKEN_FILE"),
-        help="file holding a bearer token for Prometheus",
+        help="file holding a bearer token for --prometheus (sent to no other address)",
     )
     p.add_argument(
         "--prometheus-basic-auth-file",
         default=os.environ.get("MODELROLLOUT_PROMETHEUS_BASIC_AUTH_FILE"),
-        help="file holding 'user:password' for Prometheus",
+        help="file holding 'user:password' for --prometheus (sent to no other address)",
     )
-    p.add_argument("--prometheus-ca", default=os.environ.get("MODELROLLOUT_PROMETHEUS_CA"))
+    p.add_argument(
+        "--prometheus-ca",
+        default=os.environ.get("MODELROLLOUT_PROMETHEUS_CA"),
+        help="CA bundle (PEM) that signed the certificate of --prometheus",
+    )
     p.add_argument("--tick", default="5s", help="how often each rollout is reconciled")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -65,11 +88,26 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _read(path: str | None) -> str | None:
-    if not path:
-        return None
-    with open(path) as f:
-        return f.read().strip()
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def prometheus_credentials(args: argparse.Namespace) -> dict[str, Credentials]:
+    """Credential files per address: --prometheus-credentials, and the flags of --prometheus."""
+    out: dict[str, Credentials] = {}
+    default = Credentials(
+        token_file=args.prometheus_token_file,
+        basic_auth_file=args.prometheus_basic_auth_file,
+        ca_file=args.prometheus_ca,
+    )
+    if default != Credentials():
+        out[args.prometheus] = default
+    for text in args.prometheus_credentials:
+        address, creds = Credentials.parse(text)
+        if address in out:
+            raise ValueError(f"credentials for {address} are given twice")
+        out[address] = creds
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,16 +115,18 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from modelrollout.operator.handlers import RunConfig, build_registry
+    from modelrollout.operator.handlers import RunConfig, build_registry, policy_of, source_of
     from modelrollout.operator.metrics import OperatorMetrics
 
-    basic = _read(args.prometheus_basic_auth_file)
+    try:
+        credentials = prometheus_credentials(args)
+    except ValueError as exc:
+        raise SystemExit(f"modelrollout run: --prometheus-credentials: {exc}") from None
     cfg = RunConfig(
         namespaces=[] if args.all_namespaces else list(args.namespace),
         prometheus=args.prometheus,
-        prometheus_token=_read(args.prometheus_token_file),
-        prometheus_basic_auth=tuple(basic.split(":", 1)) if basic else None,  # type: ignore[arg-type]
-        prometheus_ca=args.prometheus_ca,
+        prometheus_allow=list(args.prometheus_allow),
+        prometheus_credentials=credentials,
         tick=parse_duration(args.tick),
         peering=args.peering,
         priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
@@ -95,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         context=args.context,
         metrics=OperatorMetrics(),
     )
+    try:
+        for allowed in policy_of(cfg).allowed:
+            source_of(allowed, cfg)  # every credential file readable, before kopf starts
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"modelrollout run: Prometheus policy: {exc}") from None
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kopf.configure(

@@ -455,6 +455,11 @@ def next_action(obj: Obj) -> str | None:
         return f"resume with: kubectl modelrollout resume {name}"
     if phase in STOPPED_PHASES:
         return f"start this candidate again with: kubectl modelrollout retry {name}"
+    if phase == Phase.SUCCEEDED and status.get("stage") == Stage.ROLLBACK_WINDOW:
+        return (
+            f"back to {status.get('previousStableVersion')} until {status.get('undoUntil')} "
+            f"with: kubectl modelrollout undo {name}"
+        )
     return None
 
 
@@ -658,6 +663,7 @@ OUTCOME_REASONS = {
     "Aborted": "Aborted",
     "Invalid": "Failed",
     "UpToDate": "UpToDate",
+    "Undone": "Undone",
 }
 
 
@@ -762,6 +768,8 @@ MARKER_REASONS = frozenset(
         "Promoted",
         "RolledBack",
         "Aborted",
+        "Undone",
+        "ScaledDown",
     }
 )
 
@@ -783,6 +791,16 @@ class GatePoint:
     max: float | None
 
 
+@dataclass(frozen=True)
+class GateSeries:
+    """One series from Prometheus in a gate's panel (``report --prometheus``)."""
+
+    label: str
+    points: list[tuple[datetime, float]]
+    same_scale: bool = True
+    """The gate's own value (drawn against its limits); else on a second axis."""
+
+
 @dataclass
 class Timeline:
     """What the report draws, already in plotting form."""
@@ -794,8 +812,10 @@ class Timeline:
     """Where the last traffic step ends: now while in progress, else the last entry."""
     gates: dict[str, list[GatePoint]]
     markers: list[Marker]
-    prometheus: dict[str, list[tuple[datetime, float]]] = field(default_factory=dict)
-    """Each gate's query over the whole timeline, when ``--prometheus`` was given."""
+    prometheus: dict[str, list[GateSeries]] = field(default_factory=dict)
+    """Each gate's queries over the whole timeline, when ``--prometheus`` was given."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per gate: what ``--prometheus`` could not draw, and why."""
     prometheus_url: str | None = None
 
 

@@ -8,16 +8,17 @@ replayed from a recorded status in a table test.
 One call does what the current state allows and no more: it records the
 check that ran, handles a human request, and advances through as many steps
 as are ready (a ``setWeight`` followed by a timed pause advances once and
-then waits). Progress never goes backwards except by a rollback or by a new
-candidate, which restarts from the first stage.
+then waits). Progress never goes backwards except by a rollback, an undo after
+a promotion (within ``spec.rollbackWindow``), or a new candidate, which
+restarts from the first stage.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from modelrollout.api.base import format_ts, parse_duration
-from modelrollout.api.base import parse_ts as parse_ts  # analysis.ml_gates imports it from here
+from modelrollout.api.base import format_ts, parse_duration, parse_ts
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (
@@ -26,6 +27,7 @@ from modelrollout.api.status import (
     HistoryEntry,
     ModelRolloutStatus,
     Phase,
+    ScaledDown,
     Stage,
     Verdict,
     Weights,
@@ -56,8 +58,22 @@ PAUSE_APPROVAL = "gate"
 
 
 def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
-    """Is a check due, and of which gates? A pure function of the same inputs as decide."""
+    """Is a check due, of which gates, and which Deployments to read? Pure, as decide is."""
+    due = scale_down_due(spec, status, now)
+    return replace(_check_plan(spec, status, now), read_replicas=(due,) if due else ())
+
+
+def _check_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
     gates = active_gates(spec, status)
+    if in_rollback_window(status, now):
+        # After the promotion: the promoted version is judged against the previous one.
+        return Plan(
+            check_due=bool(gates) and _check_due(spec, status, now),
+            candidate_version=status.stable_version,
+            stable_version=status.previous_stable_version,
+            stage=Stage.ROLLBACK_WINDOW.value,
+            gates=tuple(gates),
+        )
     if not gates or status.phase.is_terminal or status.candidate_version is None:
         return Plan(check_due=False)
     if status.candidate_version != spec.candidate.version:
@@ -67,14 +83,8 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
         # The candidate sees no traffic: nothing to measure. A blue-green preview is the
         # exception: its Service takes direct requests (smoke tests) that no route shows.
         return Plan(check_due=False)
-    since = max(
-        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
-        default=None,
-    )
-    interval = parse_duration(spec.analysis.interval)
-    due = since is None or (now - since).total_seconds() >= interval
     return Plan(
-        check_due=due,
+        check_due=_check_due(spec, status, now),
         candidate_version=status.candidate_version,
         stable_version=status.stable_version,
         stage=status.stage.value if status.stage else None,
@@ -82,10 +92,55 @@ def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> P
     )
 
 
+def _check_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    since = max(
+        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
+        default=None,
+    )
+    interval = parse_duration(spec.analysis.interval)
+    return since is None or (now - since).total_seconds() >= interval
+
+
 def active_gates(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[MetricGate]:
-    """The gates checked in the current stage."""
+    """The gates checked in the current stage.
+
+    A gate without ``stages`` is checked up to the promotion; after it, within
+    the rollback window, only the gates that list ``rollbackWindow`` are.
+    """
     stage = status.stage
+    if stage == Stage.ROLLBACK_WINDOW:
+        return [g for g in spec.analysis.metrics if g.stages and stage in g.stages]
     return [g for g in spec.analysis.metrics if g.stages is None or stage in g.stages]
+
+
+def in_rollback_window(status: ModelRolloutStatus, now: datetime) -> bool:
+    """Promoted, and the previous version can still be brought back by an undo."""
+    until = parse_ts(status.undo_until)
+    return (
+        status.phase == Phase.SUCCEEDED
+        and status.stage == Stage.ROLLBACK_WINDOW
+        and status.previous_stable_version is not None
+        and until is not None
+        and now < until
+    )
+
+
+def scale_down_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> str | None:
+    """The old version whose Deployment is due to be scaled down after a blue-green switch.
+
+    Due at ``scaleDownAt``, but never while a rollback window is open or still
+    ahead (before the promotion): an undo must find the previous version ready
+    to serve. Before the promotion the old version is still the stable one;
+    after it, the previous stable one.
+    """
+    at = parse_ts(status.scale_down_at)
+    if at is None or now < at or status.scaled_down is not None:
+        return None
+    if status.stage == Stage.POST_PROMOTION and not status.phase.is_terminal:
+        return status.stable_version if spec.rollback_window is None else None
+    if status.phase == Phase.SUCCEEDED and not in_rollback_window(status, now):
+        return status.previous_stable_version
+    return None
 
 
 # ----------------------------------------------------------------------- deciding
@@ -100,6 +155,7 @@ class _Tick:
         self.now = now
         self.events: list[Event] = []
         self.retired: tuple[str, ...] = ()
+        self.scale: dict[str, int] = {}
 
     # -- small verbs -----------------------------------------------------------
 
@@ -191,7 +247,12 @@ class _Tick:
         s.awaiting_approval = None
         s.approved_checkpoint = None
         s.aborted = None
+        # A new rollout ends the last one's rollback window; a scale-down still pending
+        # is left to the user (docs/limitations.md).
         s.scale_down_at = None
+        s.scaled_down = None
+        s.previous_stable_version = None
+        s.undo_until = None
         s.last_check_at = None
         if spec.strategy.shadow is not None:
             self.enter_stage(Stage.SHADOW)
@@ -221,13 +282,15 @@ class _Tick:
         s.stage = Stage.DONE
         s.pause_reason = None
         s.awaiting_approval = None
+        s.scale_down_at = None  # the old version is the stable one again: it stays
+        self.restore(s.stable_version)
         self.set_traffic(0, 0)
         s.message = message
         self.record(reason, message)
         self.event(EventType.WARNING, reason, message)
 
     def promote(self, message: str) -> None:
-        s = self.s
+        s, window = self.s, self.spec.rollback_window
         old = s.stable_version
         s.stable_version = s.candidate_version
         s.phase = Phase.SUCCEEDED
@@ -236,17 +299,143 @@ class _Tick:
         s.pause_reason = None
         s.awaiting_approval = None
         self.set_traffic(0, 0)
-        if old and old != s.stable_version:
+        s.previous_stable_version = old if old != s.stable_version else None
+        s.undo_until = None
+        if old is not None and old != s.stable_version:
             self.retired = (old,)
+        if s.previous_stable_version is not None and window is not None:
+            s.undo_until = format_ts(self.now + timedelta(seconds=parse_duration(window)))
+            self.enter_stage(Stage.ROLLBACK_WINDOW)
+            s.consecutive_failures = 0
+            s.consecutive_inconclusive = 0
+            message += f"; {old} stays ready for an undo until {s.undo_until}"
         s.message = message
         self.record("Promoted", message)
         self.event(EventType.NORMAL, "Promoted", message)
 
+    # -- after a promotion -----------------------------------------------------
+
+    def window_open(self) -> bool:
+        return in_rollback_window(self.s, self.now)
+
+    def restore(self, version: str | None) -> None:
+        """Give a scaled-down version back the replicas it had, before traffic returns to it."""
+        s = self.s
+        if version is not None and s.scaled_down is not None and s.scaled_down.version == version:
+            self.scale[version] = s.scaled_down.replicas
+            s.scaled_down = None
+
+    def undo(self, why: str) -> None:
+        """All traffic back to the version stable before the promotion, in one route write."""
+        s = self.s
+        promoted, previous = s.stable_version, s.previous_stable_version
+        assert previous is not None
+        s.stable_version = previous
+        s.candidate_version = promoted
+        s.phase = Phase.ROLLED_BACK
+        s.stage = Stage.DONE
+        s.step_index = None
+        s.previous_stable_version = None
+        s.undo_until = None
+        s.scale_down_at = None
+        self.restore(previous)
+        self.set_traffic(0, 0)
+        s.message = f"undone after promotion: all traffic back on {previous} ({why})"
+        self.record("Undone", s.message)
+        self.event(EventType.WARNING, "Undone", s.message)
+
+    def refuse_undo(self) -> None:
+        s = self.s
+        if s.phase != Phase.SUCCEEDED or s.previous_stable_version is None:
+            why = f"undo only follows a promotion (phase {s.phase.value})"
+            if not s.phase.is_terminal:
+                why += ": abort stops a rollout in progress"
+        elif s.undo_until is None:
+            why = "spec.rollbackWindow was not set at the promotion: there is no undo window"
+        else:
+            why = f"the rollback window closed at {s.undo_until}"
+        self.event(EventType.WARNING, "UndoRefused", f"undo refused: {why}")
+
+    def check_in_window(self, results: list[GateResult]) -> None:
+        """A check after the promotion: failureLimit failures in a row undo it; no data never."""
+        s, spec = self.s, self.spec
+        verdict, counted = self.log_check(results)
+        if verdict == Verdict.PASS:
+            s.consecutive_failures = 0
+            s.consecutive_inconclusive = 0
+            s.consecutive_passes += 1
+            return
+        s.consecutive_passes = 0
+        if verdict == Verdict.FAIL:
+            s.consecutive_failures += 1
+            s.consecutive_inconclusive = 0
+            why = "; ".join(_explain(r) for r, v in counted if v == Verdict.FAIL)
+            limit = spec.analysis.failure_limit
+            if s.consecutive_failures >= limit:
+                self.undo(
+                    f"undone automatically: {why} ({s.consecutive_failures} failed checks in a "
+                    f"row in the rollback window, limit {limit})"
+                )
+            else:
+                self.event(
+                    EventType.WARNING,
+                    "AnalysisFailed",
+                    f"after promotion: {why} ({s.consecutive_failures} of {limit} failed "
+                    "checks in a row undo it)",
+                )
+            return
+        s.consecutive_inconclusive += 1
+        held = "; ".join(
+            f"{r.metric}: {r.reason or 'no data'}" for r, v in counted if v == Verdict.INCONCLUSIVE
+        )
+        self.event(
+            EventType.WARNING,
+            "AnalysisInconclusive",
+            f"after promotion: {held} (no data never undoes a promotion)",
+        )
+
+    def close_window(self) -> None:
+        s = self.s
+        if s.phase != Phase.SUCCEEDED or s.stage != Stage.ROLLBACK_WINDOW or self.window_open():
+            return
+        s.stage = Stage.DONE
+        s.message = (
+            f"{s.stable_version} is stable; the rollback window to "
+            f"{s.previous_stable_version} closed at {s.undo_until}"
+        )
+        self.record("RollbackWindowClosed", s.message)
+        self.event(EventType.NORMAL, "RollbackWindowClosed", s.message)
+
+    def scale_down(self, obs: Observations) -> None:
+        """Blue-green: the old version's Deployment to zero once it is no longer needed."""
+        s = self.s
+        version = scale_down_due(self.spec, s, self.now)
+        if version is None or obs.replicas is None or version not in obs.replicas:
+            return  # not due, or the shell has not read the Deployment yet
+        s.scale_down_at = None
+        replicas = obs.replicas[version]
+        deployment = self.spec.deployment_for(self.spec.version_ref(version))
+        if replicas is None:
+            message = f"no Deployment {deployment} of {version} to scale down"
+            self.event(EventType.NORMAL, "ScaledDown", message)
+            return
+        s.scaled_down = ScaledDown(version=version, replicas=replicas)
+        self.scale[version] = 0
+        message = (
+            f"scaled down {version} (Deployment {deployment}, {replicas} replicas recorded "
+            "for a rollback)"
+        )
+        self.record("ScaledDown", message)
+        self.event(EventType.NORMAL, "ScaledDown", message)
+
     # -- analysis --------------------------------------------------------------
 
-    def take_check(self, results: list[GateResult]) -> Verdict:
-        s, spec = self.s, self.spec
-        verdict, counted = judge_check(results, spec.analysis.metrics)
+    def log_check(
+        self, results: list[GateResult]
+    ) -> tuple[Verdict, list[tuple[GateResult, Verdict]]]:
+        """Judge a check and keep it in the ledger."""
+        s = self.s
+        verdict, counted = judge_check(results, self.spec.analysis.metrics)
         run = AnalysisRun(
             at=format_ts(self.now),
             stage=s.stage or Stage.DONE,
@@ -258,6 +447,11 @@ class _Tick:
         s.analysis_ledger.append(run)
         del s.analysis_ledger[:-LEDGER_LIMIT]
         s.last_check_at = format_ts(self.now)
+        return verdict, counted
+
+    def take_check(self, results: list[GateResult]) -> Verdict:
+        s, spec = self.s, self.spec
+        verdict, counted = self.log_check(results)
 
         if verdict == Verdict.PASS:
             s.consecutive_failures = 0
@@ -329,6 +523,12 @@ class _Tick:
             return
         s.handled_request = str(req)
         verb = req.verb
+        if verb == RequestVerb.UNDO:
+            if self.window_open():
+                self.undo(f"{s.stable_version} was promoted; undone by a human")
+            else:
+                self.refuse_undo()
+            return
         if s.phase.is_terminal:
             retryable = s.phase in (
                 Phase.ROLLED_BACK,
@@ -672,10 +872,14 @@ def decide(
 
     if obs.analysis is not None and not s.phase.is_terminal:
         t.take_check(obs.analysis)
+    elif obs.analysis is not None and t.window_open():
+        t.check_in_window(obs.analysis)
 
     if s.pause_reason not in (PAUSE_SPEC, PAUSE_USER):
         t.advance()
 
+    t.close_window()
+    t.scale_down(obs)
     return _finish(t, obs, drift)
 
 
@@ -726,4 +930,5 @@ def _finish(
         traffic=intent,
         events=t.events,
         release_finalizer=release,
+        scale=t.scale,
     )

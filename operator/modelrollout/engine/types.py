@@ -29,6 +29,8 @@ class RequestVerb(StrEnum):
     """Lift a pause set by the pause command or by inconclusive analysis."""
     RETRY = "retry"
     """Start the same candidate again from its first stage after a rollback."""
+    UNDO = "undo"
+    """Within the rollback window after a promotion: all traffic back to the previous version."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class Observations:
     traffic_error: str | None = None
     """Why the router could not read or change the route (missing object, no rule, ...)."""
     deleting: bool = False
+    replicas: dict[str, int | None] | None = None
+    """Replicas of each version's Deployment the plan asked for (``None`` for a version:
+    no such Deployment); ``None`` when the shell read none."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class Plan:
     stage: str | None = None
     gates: tuple[MetricGate, ...] = ()
     """The gates to measure in this stage."""
+    read_replicas: tuple[str, ...] = ()
+    """Versions whose Deployment's replicas the shell should read (a scale-down is due)."""
 
 
 @dataclass(frozen=True)
@@ -127,3 +134,6 @@ class Decision:
     """None when there is nothing to route (no stable version known)."""
     events: list[Event] = field(default_factory=list)
     release_finalizer: bool = False
+    scale: dict[str, int] = field(default_factory=dict)
+    """Replicas to set on versions' Deployments: 0 to scale the old version down after a
+    blue-green switch, the recorded count to restore it on a rollback or an undo."""

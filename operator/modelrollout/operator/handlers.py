@@ -15,9 +15,16 @@ from typing import Any
 
 import kopf
 
+from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy, Refused
 from modelrollout.analysis.source import MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
-from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
+from modelrollout.operator.kube import (
+    KubeEventSink,
+    KubeStatusWriter,
+    load_config,
+    routers,
+    workloads,
+)
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.reconcile import Adapters, reconcile
 
@@ -26,9 +33,12 @@ from modelrollout.operator.reconcile import Adapters, reconcile
 class RunConfig:
     namespaces: list[str] = field(default_factory=list)
     prometheus: str = DEFAULT_PROMETHEUS_URL
-    prometheus_token: str | None = None
-    prometheus_basic_auth: tuple[str, str] | None = None
-    prometheus_ca: str | None = None
+    """The Prometheus of rollouts that name none; always allowed."""
+    prometheus_allow: list[str] = field(default_factory=list)
+    """More addresses a rollout may name (the cluster admin's policy, never the tenant's)."""
+    prometheus_credentials: dict[str, Credentials] = field(default_factory=dict)
+    """Credential files per address; an address named here is allowed too. A token is
+    only ever sent to the address it is listed under."""
     tick: float = 5.0
     peering: str | None = None
     priority: int = 0
@@ -47,22 +57,47 @@ def plain(x: Any) -> Any:
     return x
 
 
+def policy_of(cfg: RunConfig) -> PrometheusPolicy:
+    """The allowlist; ValueError for a malformed address or conflicting credentials."""
+    return PrometheusPolicy(
+        cfg.prometheus, allowed=cfg.prometheus_allow, credentials=cfg.prometheus_credentials
+    )
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def source_of(allowed: Allowed, cfg: RunConfig) -> PrometheusSource:
+    """A source for one allowed address, with that address's credentials and no others.
+
+    The files are read here, once at start-up: a missing file stops the operator with
+    its path rather than failing every check later. Restart after rotating a secret.
+    """
+    creds = allowed.credentials
+    token = _read(creds.token_file) if creds.token_file else None
+    basic = _read(creds.basic_auth_file) if creds.basic_auth_file else None
+    user, sep, password = (basic or "").partition(":")
+    if basic is not None and not sep:
+        raise ValueError(f"{creds.basic_auth_file}: expected 'user:password'")
+    return PrometheusSource(
+        allowed.url,
+        headers={"Authorization": f"Bearer {token}"} if token else None,
+        auth=(user, password) if basic is not None else None,
+        ca_bundle=creds.ca_file,
+        observe=cfg.metrics.observe_query,
+    )
+
+
 def build_adapters(cfg: RunConfig) -> Adapters:
     load_config(cfg.kubeconfig, cfg.context)
-    sources: dict[str, MetricSource] = {}
-    headers = {"Authorization": f"Bearer {cfg.prometheus_token}"} if cfg.prometheus_token else None
+    policy = policy_of(cfg)
+    sources = {allowed.url: source_of(allowed, cfg) for allowed in policy.allowed}
 
-    def source_for(address: str | None) -> MetricSource:
-        url = address or cfg.prometheus
-        if url not in sources:
-            sources[url] = PrometheusSource(
-                url,
-                headers=headers,
-                auth=cfg.prometheus_basic_auth,
-                ca_bundle=cfg.prometheus_ca,
-                observe=cfg.metrics.observe_query,
-            )
-        return sources[url]
+    def source_for(address: str | None) -> MetricSource | Refused:
+        answer = policy.resolve(address)
+        return answer if isinstance(answer, Refused) else sources[answer.url]
 
     return Adapters(
         routers=routers(),
@@ -70,6 +105,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         status=KubeStatusWriter(),
         events=KubeEventSink(),
         observe=cfg.metrics.observe,
+        workloads=workloads(),
     )
 
 

@@ -10,6 +10,7 @@ from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.engine import Event
 from modelrollout.traffic import registry
 from modelrollout.traffic.base import Clients, Router
+from modelrollout.traffic.workloads import DeploymentScaler
 
 log = logging.getLogger("modelrollout")
 
@@ -35,6 +36,12 @@ def routers() -> dict[str, Router[Any]]:
     return registry.build(
         Clients(custom=client.CustomObjectsApi(), core=client.CoreV1Api(), apps=client.AppsV1Api())
     )
+
+
+def workloads() -> DeploymentScaler:
+    from kubernetes import client
+
+    return DeploymentScaler(client.AppsV1Api())
 
 
 class KubeStatusWriter:

@@ -67,9 +67,13 @@ class OperatorMetrics:
         )
         self.query_errors = Counter(
             "modelrollout_prometheus_query_errors_total",
-            "Queries to Prometheus that got no answer.",
+            "Queries to Prometheus that got no usable answer, by kind: unreachable "
+            "(connection, timeout, 5xx) or refused (Prometheus rejected the query).",
+            ["kind"],
             registry=r,
         )
+        for kind in ("unreachable", "refused"):
+            self.query_errors.labels(kind)  # both series exist at 0 from the start
         self.reconcile_seconds = Histogram(
             "modelrollout_reconcile_seconds",
             "Duration of one reconcile.",
@@ -81,10 +85,11 @@ class OperatorMetrics:
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 
-    def observe_query(self, seconds: float, failed: bool) -> None:
+    def observe_query(self, seconds: float, error: str | None) -> None:
+        """One query's latency, and its error kind (``SourceError.kind``) when it failed."""
         self.query_seconds.observe(seconds)
-        if failed:
-            self.query_errors.inc()
+        if error is not None:
+            self.query_errors.labels(error).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted rollout leaves no series behind."""

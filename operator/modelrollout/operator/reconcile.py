@@ -3,13 +3,17 @@
 This is the whole shell around the pure engine, free of kopf so it can be
 driven directly in tests. The order is fixed:
 
-1. parse the spec (a bad one becomes a Failed status with the reason);
+1. parse the spec (a bad one becomes a Failed status with the reason), and ask the
+   operator's Prometheus policy about the address it names: an address the
+   cluster admin did not allow is refused the same way, before any request is
+   made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due;
+3. run the gates if a check is due, and read the Deployments a scale-down needs;
 4. ``engine.decide``;
-5. make the route hold the decision's traffic intent;
-6. one status merge patch, skipped when nothing changed;
-7. Events, after the patch has landed.
+5. scale Deployments as decided (a restore comes before traffic returns);
+6. make the route hold the decision's traffic intent;
+7. one status merge patch, skipped when nothing changed;
+8. Events, after the patch has landed.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import previous_results, stage_seconds
+from modelrollout.analysis.gates import context_for, evaluate
+from modelrollout.analysis.policy import Refused
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec
@@ -44,6 +48,7 @@ from modelrollout.engine.conditions import set_conditions
 from modelrollout.operator.patching import merge_patch
 from modelrollout.traffic.base import RouteError, Router, Versions
 from modelrollout.traffic.registry import ROUTERS
+from modelrollout.traffic.workloads import WorkloadError, Workloads
 
 log = logging.getLogger("modelrollout")
 
@@ -61,13 +66,17 @@ class Adapters:
     """Everything with I/O, built once at start-up (kopf's memo holds it)."""
 
     routers: dict[str, Router[Any]]
-    source_for: Callable[[str | None], MetricSource]
+    source_for: Callable[[str | None], MetricSource | Refused]
+    """The source for a rollout's ``analysis.prometheus.address`` (None: the default), or
+    the operator's refusal of that address, as a value."""
     status: StatusWriter
     events: EventSink
     clock: Callable[[], datetime] = field(
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    workloads: Workloads | None = None
+    """Deployments to scale (blue-green's old version); None: the operator scales nothing."""
 
 
 def names_for(
@@ -95,7 +104,7 @@ def _prior_versions(
 def reconcile(
     body: dict[str, Any], adapters: Adapters, *, deleting: bool = False
 ) -> Decision | None:
-    """One reconcile. Returns the decision (None when the spec cannot be read)."""
+    """One reconcile. Returns the decision (None when the spec is refused)."""
     started = time.monotonic()
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace", "default"), meta["name"]
@@ -109,6 +118,15 @@ def reconcile(
     except ValidationError as exc:
         _invalid(body, adapters, status, generation, now, _validation_message(exc))
         return None
+    source: MetricSource | None = None
+    if not deleting:
+        # Before anything else, so a refused address is never asked a thing. A deletion
+        # asks no one; it must still send traffic back to stable.
+        answer = adapters.source_for(spec.analysis.prometheus.address)
+        if isinstance(answer, Refused):
+            _invalid(body, adapters, status, generation, now, answer.message, answer.reason)
+            return None
+        source = answer
 
     router = adapters.routers[spec.traffic_routing.kind]
     stable, candidate = _prior_versions(spec, status)
@@ -122,19 +140,29 @@ def reconcile(
 
     results = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and not deleting:
-        ctx = GateContext(
-            model=spec.model,
+    if p.check_due and traffic_error is None and source is not None:
+        # The plan's versions and stage: what this check measures, which the status
+        # may not say yet (a check due as a stage begins).
+        ctx = context_for(
+            spec,
+            status,
             namespace=namespace,
-            candidate_version=p.candidate_version or "",
-            stable_version=p.stable_version or "",
-            interval=spec.analysis.interval,
+            now=now,
+            candidate_version=p.candidate_version,
+            stable_version=p.stable_version,
             stage=p.stage or "",
-            stage_seconds=stage_seconds(status, now),
-            previous=previous_results(status),
         )
-        source = adapters.source_for(spec.analysis.prometheus.address)
         results = evaluate(list(p.gates), source, ctx)
+
+    replicas = None
+    if p.read_replicas and adapters.workloads is not None and not deleting:
+        try:
+            replicas = {
+                v: adapters.workloads.replicas(namespace, spec.deployment_for(spec.version_ref(v)))
+                for v in p.read_replicas
+            }
+        except WorkloadError as exc:
+            log.warning("%s/%s: %s", namespace, name, exc)
 
     obs = Observations(
         generation=generation,
@@ -143,8 +171,19 @@ def reconcile(
         traffic=traffic,
         traffic_error=traffic_error,
         deleting=deleting,
+        replicas=replicas,
     )
     decision = decide(spec, status, obs, now)
+
+    if decision.scale and adapters.workloads is not None:
+        try:
+            for version, count in decision.scale.items():
+                deployment = spec.deployment_for(spec.version_ref(version))
+                adapters.workloads.scale(namespace, deployment, count)
+        except WorkloadError as exc:
+            # As with the route: nothing is recorded as done that was not.
+            log.warning("%s/%s: %s", namespace, name, exc)
+            return decision
 
     if decision.traffic is not None:
         intent = decision.traffic
@@ -192,8 +231,14 @@ def _invalid(
     generation: int,
     now: datetime,
     message: str,
+    reason: str = "InvalidSpec",
 ) -> None:
-    """A spec the models refuse: Failed, with the reason where the user looks."""
+    """A spec the operator refuses: Failed, with the reason where the user looks.
+
+    The Event and the Ready/Stalled conditions carry ``reason`` (``InvalidSpec``,
+    ``PrometheusNotAllowed``), so tools tell a typo from a policy refusal. Traffic is
+    not touched: what the route holds stays; a fixed spec (or ``retry``) goes on.
+    """
     if status.phase == Phase.FAILED and status.message == message:
         return
     new = status.model_copy(deep=True)
@@ -201,12 +246,15 @@ def _invalid(
     new.message = message
     new.observed_generation = generation
     set_conditions(new, Observations(generation=generation), now, drift=False)
+    for cond in new.conditions:
+        if cond.type in ("Ready", "Stalled"):
+            cond.reason = reason
     raw = body.get("status") or {}
     meta = body["metadata"]
     adapters.status.patch_status(
         meta.get("namespace", "default"), meta["name"], {"status": merge_patch(raw, new.dump())}
     )
-    adapters.events.emit(body, Event(EventType.WARNING, "InvalidSpec", message))
+    adapters.events.emit(body, Event(EventType.WARNING, reason, message))
 
 
 __all__ = ["Adapters", "reconcile"]

@@ -16,7 +16,14 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from modelrollout.analysis.gates import GateContext, builtin_query, evaluate, render
+from modelrollout.analysis.gates import (
+    GateContext,
+    error_rate,
+    evaluate,
+    latency,
+    render,
+    throughput,
+)
 from modelrollout.analysis.source import PrometheusSource, SourceError
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.status import Verdict
@@ -149,15 +156,17 @@ def test_an_unknown_template_variable_is_inconclusive_with_the_name(prom: str) -
 
 
 @pytest.mark.parametrize(
-    ("kind", "expected"),
+    ("module", "kind", "expected"),
     [
         pytest.param(
+            latency,
             {"latency": {"quantile": 0.95}},
             "histogram_quantile(0.95, sum by (le) (rate(model_request_duration_seconds_bucket"
             '{model="{{model}}",version="{{version}}"}[{{interval}}])))',
             id="latency",
         ),
         pytest.param(
+            error_rate,
             {"errorRate": {}},
             'sum(rate(model_request_errors_total{model="{{model}}",version="{{version}}"}'
             '[{{interval}}])) / sum(rate(model_requests_total{model="{{model}}",'
@@ -165,12 +174,13 @@ def test_an_unknown_template_variable_is_inconclusive_with_the_name(prom: str) -
             id="error-rate",
         ),
         pytest.param(
+            throughput,
             {"throughput": {}},
             'sum(rate(model_requests_total{model="{{model}}",version="{{version}}"}[{{interval}}]))',
             id="throughput",
         ),
     ],
 )
-def test_built_in_gates_need_no_promql(kind: dict[str, Any], expected: str) -> None:
+def test_built_in_gates_need_no_promql(module: Any, kind: dict[str, Any], expected: str) -> None:
     g = MetricGate.model_validate({"name": "b", "max": 1, **kind})
-    assert builtin_query(g) == expected
+    assert module.template(g) == expected

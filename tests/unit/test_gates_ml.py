@@ -4,7 +4,7 @@ The evaluators run against a fake metric source: a table from a query substring 
 the samples Prometheus would answer. The source is a seam (the ``MetricSource``
 protocol, plus ``range`` for per-step values), so a fake is fine here: what these tests
 check is the PromQL each gate asks and what it makes of the answer. The real
-Prometheus client path is covered by test_gates.py and test_analyze_cli.py (recorded
+Prometheus client path is covered by test_gates_threshold.py and test_analyze_cli.py (recorded
 answers over HTTP), and against a live Prometheus by the end-to-end tests.
 """
 
@@ -18,15 +18,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import GateContext, evaluate
-from modelrollout.analysis.ml_gates import (
-    agreement_queries,
-    drift_queries,
-    judge_accuracy,
-    newcombe_difference,
-    previous_results,
-    stage_seconds,
-)
+from modelrollout.analysis.gates import GateContext, evaluate, previous_results, stage_seconds
+from modelrollout.analysis.gates.accuracy import judge_accuracy, newcombe_difference
+from modelrollout.analysis.gates.agreement import agreement_queries
+from modelrollout.analysis.gates.drift import drift_queries
 from modelrollout.analysis.source import Sample, SourceError
 from modelrollout.api import crd
 from modelrollout.api.gates import AccuracyGate, MetricGate
