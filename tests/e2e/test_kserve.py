@@ -24,7 +24,7 @@ import pytest
 
 from modelrollout_devenv import LocalCluster
 from modelrollout_devenv import manifests as m
-from modelrollout_devenv.kserve import KServeController
+from modelrollout_devenv.kserve_controller import KServeController
 from modelrollout_devenv.stack import wait_for
 
 from .conftest import ARTIFACTS
