@@ -18,7 +18,7 @@ install: ## Install the product (with the report extra), the local environment (
 	@bash hack/install-system-deps.sh
 
 .PHONY: binaries
-binaries: ## Build (or reuse) etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm into ~/.cache
+binaries: ## Build (or reuse) etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm, KServe's controller into ~/.cache
 	@bash hack/build-binaries.sh
 
 .PHONY: crds

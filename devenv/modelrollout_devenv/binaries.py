@@ -55,6 +55,7 @@ ALL_PARTS: Final = (
     "kwok",
     "helm",
     "prometheus",
+    "kserve-manager",
 )
 
 #: Which line of ``hack/versions.env`` pins each part (prometheus is Debian's).
@@ -66,6 +67,7 @@ _VERSION_KEY: Final[Mapping[str, str]] = {
     "kubectl": "KUBERNETES_VERSION",
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
+    "kserve-manager": "KSERVE_VERSION",
 }
 
 #: Which line of ``hack/versions.env`` names the build recipe of a part, when its
@@ -176,6 +178,11 @@ def crds_dir() -> Path:
 
 
 def _hint(name: str) -> str:
+    if name == "kserve-manager":
+        return (
+            "Build it with `hack/build-binaries.sh kserve` (KServe's controller from Go "
+            "modules; needs Go 1.26+), or set KUBEBUILDER_ASSETS to a folder holding it."
+        )
     if name == "prometheus":
         return (
             "Install it with `apt-get install prometheus` (Debian/Ubuntu), or put a "
@@ -280,6 +287,10 @@ class Binaries:
     @property
     def prometheus(self) -> Path:
         return self.path("prometheus")
+
+    @property
+    def kserve_manager(self) -> Path:
+        return self.path("kserve-manager")
 
 
 def find_binaries(need: Iterable[str] | None = None) -> Binaries:

@@ -499,11 +499,12 @@ class LocalCluster:
         return names
 
     def install_upstream_crds(self, timeout: float = 60.0) -> list[str]:
-        """Install the pinned Gateway API and Istio CRDs from the build cache."""
+        """Install the pinned Gateway API, Istio and KServe CRDs from the build cache."""
         versions = self.binaries.versions
         files = [
             crds_dir() / f"gateway-api-{versions.get('GATEWAY_API_VERSION', '?')}.yaml",
             crds_dir() / f"istio-{versions.get('ISTIO_API_VERSION', '?')}.yaml",
+            crds_dir() / f"kserve-{versions.get('KSERVE_VERSION', '?')}.yaml",
         ]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:

@@ -148,3 +148,52 @@ def model_objects(
     else:
         objs.append(http_route(model, ns, versions[0]))
     return objs
+
+
+# --------------------------------------------------------------------------- KServe
+
+#: The ServingRuntime the KServe manifests use: the simulated model server's image
+#: (kwok runs no containers; the name says what the pods would run).
+SIM_RUNTIME = "modelrollout-sim"
+
+
+def serving_runtime(ns: str) -> Obj:
+    """A namespaced ServingRuntime that takes sklearn models, for KServe to pick."""
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": SIM_RUNTIME, "namespace": ns},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "version": "1", "autoSelect": True}],
+            "protocolVersions": ["v1"],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "modelrollout/sim-model-server:dev",
+                    "args": ["--model", "{{.Name}}", "--port", "8080"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def inference_service(name: str, ns: str, storage_uri: str) -> Obj:
+    """An InferenceService (new predictor schema) on :data:`SIM_RUNTIME`."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "runtime": SIM_RUNTIME,
+                    "storageUri": storage_uri,
+                    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                },
+            }
+        },
+    }

@@ -31,7 +31,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FRONT_PROXY_CLIENT", "Pki", "ensure_pki"]
+__all__ = ["FRONT_PROXY_CLIENT", "Pki", "ensure_loopback_serving_cert", "ensure_pki"]
 
 #: Common name of the API server's proxy client (``--requestheader-allowed-names``).
 FRONT_PROXY_CLIENT = "front-proxy-client"
@@ -177,3 +177,24 @@ def ensure_pki(directory: Path, *, service_ip: str = "10.0.0.1") -> Pki:
     for key in directory.glob("*.key"):
         key.chmod(0o600)
     return pki
+
+
+def ensure_loopback_serving_cert(pki: Pki, name: str) -> tuple[Path, Path]:
+    """(cert, key) for a server on 127.0.0.1 signed by the cluster CA, made once.
+
+    For admission webhooks the API server calls by URL on loopback (a local
+    KServe controller's): the webhook configurations carry ``ca.crt`` as caBundle.
+    """
+    cert, key = pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
+    if not (cert.is_file() and key.is_file()):
+        _leaf(
+            pki,
+            name,
+            f"/CN={name}",
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        key.chmod(0o600)
+    return cert, key

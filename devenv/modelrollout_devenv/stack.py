@@ -99,6 +99,8 @@ class ModelStack:
         base_latency_ms: float = 20.0,
         faults: Mapping[str, Mapping[str, float]] | None = None,
         label_delay_s: float = 2.0,
+        service_template: str = "{model}-{version}",
+        kserve_storage_uri: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.targets = targets
@@ -113,13 +115,16 @@ class ModelStack:
         self.base_latency_ms = base_latency_ms
         self.faults = {k: dict(v) for k, v in (faults or {}).items()}
         self.label_delay_s = label_delay_s
+        self.service_template = service_template
+        self.kserve_storage_uri = kserve_storage_uri
         self.sup = Supervisor(work_dir)
         self.urls: dict[str, str] = {}
         self.traffic_port: int | None = None
         self._owner = f"{namespace}/{model}"
 
     def service(self, version: str) -> str:
-        return f"{self.model}-{version}"
+        """The Service a version's requests go to (``service_template``, as the rollout's)."""
+        return self.service_template.format(model=self.model, version=version)
 
     def start(self) -> ModelStack:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +169,8 @@ class ModelStack:
             "--metrics-port", "0", "--port-file", str(port_file),
             "--route-interval", "0.5",
         ]  # fmt: skip
+        if self.kserve_storage_uri:
+            argv += ["--kserve-storage-uri", self.kserve_storage_uri]
         proc = self.sup.start(f"traffic-{self.model}", argv, env=_env())
         self.traffic_port = _read_port(port_file, proc, "traffic generator")
         targets.append(

@@ -143,6 +143,8 @@ def test_deployment_becomes_available_on_kwok_nodes(cluster: LocalCluster) -> No
         "gateways.gateway.networking.k8s.io",
         "virtualservices.networking.istio.io",
         "destinationrules.networking.istio.io",
+        "inferenceservices.serving.kserve.io",
+        "servingruntimes.serving.kserve.io",
     ],
 )
 def test_upstream_crds_are_established(cluster: LocalCluster, crd: str) -> None:

@@ -43,13 +43,22 @@ class World:
         """Apply as a user does (client-side kubectl apply, strict field validation)."""
         return self.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
 
-    def model(self, model: str, **kw: Any) -> ModelStack:
+    def model(self, model: str, *, objects: bool = True, **kw: Any) -> ModelStack:
+        """Model servers and traffic for ``model``; with ``objects``, its Deployments and route too.
+
+        ``objects=False`` when the test applies its own (KServe makes the workloads).
+        """
         kw.setdefault("versions", ("v1", "v2"))
         replicas = kw.pop("replicas", ())
-        objs = m.model_objects(
-            model, self.ns, kw["versions"], router=kw.get("router", "gatewayAPI"), replicas=replicas
-        )
-        self.apply(*objs)
+        if objects:
+            objs = m.model_objects(
+                model,
+                self.ns,
+                kw["versions"],
+                router=kw.get("router", "gatewayAPI"),
+                replicas=replicas,
+            )
+            self.apply(*objs)
         stack = ModelStack(
             self.cluster, self.targets, self.work_dir / model, model=model, namespace=self.ns, **kw
         )

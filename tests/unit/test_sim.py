@@ -30,6 +30,7 @@ from modelrollout_devenv.sim.traffic import (
     PairOutcome,
     Plan,
     Reply,
+    Revisions,
     RouteNotFound,
     ShadowPairer,
     Split,
@@ -39,8 +40,10 @@ from modelrollout_devenv.sim.traffic import (
     parse_backends,
     plan_request,
     split_from_httproute,
+    split_from_inferenceservice,
     split_from_service,
     split_from_virtualservice,
+    version_from_storage_uri,
 )
 
 MODEL = "fraud-detector"
@@ -567,6 +570,66 @@ def test_backend_for_version_rule() -> None:
     assert backend_for_version("svc", "v1", {"a-v1", "b-v1"}) is None  # ambiguous
     assert backend_for_version("svc", "v1", {"svc-v1", "b-v1"}) == "svc-v1"
     assert backend_for_version("svc", "v3", BACKENDS) is None
+
+
+def isvc(version: str, percent: int | None = None) -> dict[str, Any]:
+    predictor: dict[str, Any] = {"model": {"storageUri": f"gs://m/fraud-detector/{version}/"}}
+    if percent is not None:
+        predictor["canaryTrafficPercent"] = percent
+    return {"metadata": {"name": MODEL}, "spec": {"predictor": predictor}}
+
+
+def test_storage_uri_template_finds_the_version_or_none() -> None:
+    version_of = version_from_storage_uri("gs://m/fraud-detector/{version}/")
+    assert version_of(isvc("v7")) == "v7"
+    assert version_of({"spec": {"predictor": {"model": {"storageUri": "s3://x/v1/"}}}}) is None
+    assert version_of({"spec": {}}) is None
+    with pytest.raises(ValueError, match="no \\{version\\}"):
+        version_from_storage_uri("gs://m/fixed")
+
+
+def test_inferenceservice_split_follows_kserve_canary_and_its_rolled_out_memory() -> None:
+    version_of = version_from_storage_uri("gs://m/fraud-detector/{version}/")
+
+    def step(obj: dict[str, Any], mem: Revisions) -> tuple[dict[str, float], Revisions]:
+        split, mem = split_from_inferenceservice(
+            obj, BACKENDS, version_of=version_of, revisions=mem
+        )
+        return split.shares(), mem
+
+    # first read, no percent: the latest takes all and is rolled out
+    shares, mem = step(isvc("v1"), Revisions())
+    assert (shares, mem) == ({"fraud-detector-v1": 100.0}, Revisions("v1", None))
+    # a canary of v2 at 25%: v1 (rolled out) keeps the rest
+    shares, mem = step(isvc("v2", 25), mem)
+    assert shares == {"fraud-detector-v2": 25.0, "fraud-detector-v1": 75.0}
+    assert mem == Revisions("v1", None)
+    # a rollback (percent 0): all back on the rolled-out revision
+    shares, _ = step(isvc("v2", 0), mem)
+    assert shares == {"fraud-detector-v1": 100.0}
+    # 100% rolls v2 out; dropping below 100 afterwards goes back to the previous one
+    shares, mem = step(isvc("v2", 100), mem)
+    assert (shares, mem) == ({"fraud-detector-v2": 100.0}, Revisions("v2", "v1"))
+    shares, mem = step(isvc("v2", 0), mem)
+    assert shares == {"fraud-detector-v1": 100.0}
+    assert mem.rolled_out == "v1"
+    # promotion (no percent): v2 rolled out for good
+    shares, mem = step(isvc("v2"), mem)
+    assert (shares, mem.rolled_out) == ({"fraud-detector-v2": 100.0}, "v2")
+
+
+def test_inferenceservice_split_names_an_unknown_version_and_an_unreadable_spec() -> None:
+    version_of = version_from_storage_uri("gs://m/fraud-detector/{version}/")
+    split, _ = split_from_inferenceservice(
+        isvc("v9", 10), BACKENDS, version_of=version_of, revisions=Revisions("v1")
+    )
+    assert split.weights == {"version/v9": 10.0, "fraud-detector-v1": 90.0}
+    odd = {"metadata": {"name": MODEL}, "spec": {"predictor": {}}}
+    split, mem = split_from_inferenceservice(
+        odd, BACKENDS, version_of=version_of, revisions=Revisions("v1")
+    )
+    assert split.weights == {}
+    assert mem == Revisions("v1")
 
 
 # ============================================================================ plans

@@ -64,11 +64,16 @@ from modelrollout_devenv.sim.model_server import (
 
 log = logging.getLogger(__name__)
 
-Router = Literal["gatewayAPI", "istio", "service"]
-ROUTERS: tuple[Router, ...] = ("gatewayAPI", "istio", "service")
+Router = Literal["gatewayAPI", "istio", "service", "kserve"]
+ROUTERS: tuple[Router, ...] = ("gatewayAPI", "istio", "service", "kserve")
 
 GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
 ISTIO_GROUP, ISTIO_VERSION, VIRTUALSERVICES = "networking.istio.io", "v1", "virtualservices"
+KSERVE_GROUP, KSERVE_VERSION, INFERENCESERVICES = (
+    "serving.kserve.io",
+    "v1beta1",
+    "inferenceservices",
+)
 
 
 # ============================================================================ route → split
@@ -348,6 +353,88 @@ def split_from_service(
     return Split(weights, (), f"Service/{svc_name} selector {selector_text}")
 
 
+@dataclass(frozen=True)
+class Revisions:
+    """What Knative and KServe remember of an InferenceService between reads.
+
+    ``rolled_out`` is the version of the last revision that had 100% of the
+    traffic (KServe's ``latestRolledoutRevision``), ``previous`` the one before
+    (``previousRolledoutRevision``). Revisions are named by version here: a
+    revision is the predictor spec of one version.
+    """
+
+    rolled_out: str | None = None
+    previous: str | None = None
+
+
+def version_from_storage_uri(template: str) -> Callable[[Mapping[str, Any]], str | None]:
+    """The version an InferenceService's ``spec.predictor.model.storageUri`` holds.
+
+    ``template`` is the kserve router's ``storageUriTemplate`` with ``{model}``
+    already filled in; ``{version}`` matches one path segment.
+    """
+    head, sep, tail = template.partition("{version}")
+    if not sep:
+        raise ValueError(f"storage URI template {template!r} has no {{version}}")
+
+    def version_of(isvc: Mapping[str, Any]) -> str | None:
+        predictor = _as_dict(_as_dict(isvc.get("spec")).get("predictor"))
+        uri = _as_dict(predictor.get("model")).get("storageUri")
+        if not isinstance(uri, str) or not (uri.startswith(head) and uri.endswith(tail)):
+            return None
+        version = uri[len(head) : len(uri) - len(tail)]
+        return version if version and "/" not in version else None
+
+    return version_of
+
+
+def split_from_inferenceservice(
+    isvc: Mapping[str, Any],
+    backends: Collection[str],
+    *,
+    version_of: Callable[[Mapping[str, Any]], str | None],
+    revisions: Revisions,
+) -> tuple[Split, Revisions]:
+    """The split KServe (Serverless mode) makes, and what it then remembers.
+
+    As KServe's ksvc reconciler does: with ``canaryTrafficPercent`` set and a
+    rolled-out revision known, the latest revision (the spec now) gets that
+    share and the rolled-out one the rest; otherwise the latest gets all of
+    it. A latest revision at 100% becomes the rolled-out one; a rolled-out
+    latest revision whose percent drops below 100 gives way to the previous
+    one (KServe's rollback after a full rollout). Revision readiness is not
+    modelled. A version with no backend keeps the key ``version/<v>``.
+    """
+    meta = _as_dict(isvc.get("metadata"))
+    name = str(meta.get("name", "?"))
+    predictor = _as_dict(_as_dict(isvc.get("spec")).get("predictor"))
+    latest = version_of(isvc)
+    if latest is None:
+        return Split(source=f"InferenceService/{name}: predictor holds no known version"), revisions
+    raw = predictor.get("canaryTrafficPercent")
+    percent = None if raw is None else _clamp_percent(_number(raw, 100.0))
+    rolled, previous = revisions.rolled_out, revisions.previous
+    if percent is not None and percent < 100 and latest == rolled and previous:
+        rolled, previous = previous, None
+    if percent is None or rolled is None or percent >= 100 or rolled == latest:
+        shares = {latest: 100.0}
+        if rolled != latest:
+            rolled, previous = latest, rolled
+    else:
+        shares = {latest: percent, rolled: 100.0 - percent}
+
+    def key(version: str) -> str:
+        return backend_for_version(name, version, backends) or f"version/{version}"
+
+    weights: dict[str, float] = {}
+    for version, share in shares.items():
+        if share <= 0:
+            continue  # a 0% target is listed by Knative, and gets nothing
+        weights[key(version)] = weights.get(key(version), 0.0) + share
+    label = "all" if len(shares) == 1 else f"canary {percent:g}%"
+    return Split(weights, (), f"InferenceService/{name} {label}"), Revisions(rolled, previous)
+
+
 # ============================================================================ one request
 
 
@@ -567,6 +654,7 @@ class KubeRouteReader:
         version_label: str = "version",
         rule: str | None = None,
         request_timeout: float = 5.0,
+        kserve_storage_uri: str | None = None,
     ) -> None:
         # A slow import, paid only when talking to a cluster; the module is untyped.
         from kubernetes import client
@@ -583,6 +671,12 @@ class KubeRouteReader:
         self.version_label = version_label
         self.rule = rule
         self._timeout = request_timeout
+        self._version_of = (
+            version_from_storage_uri(kserve_storage_uri) if kserve_storage_uri else None
+        )
+        if router == "kserve" and self._version_of is None:
+            raise ValueError("the kserve router needs the storage URI template")
+        self._revisions = Revisions()
         self._api = config.new_client_from_config(config_file=kubeconfig)
         self._custom = client.CustomObjectsApi(self._api)
         self._core = client.CoreV1Api(self._api)
@@ -610,6 +704,18 @@ class KubeRouteReader:
                 return split_from_virtualservice(
                     _as_dict(obj), self.backends, namespace=ns, route_name=self.rule
                 )
+            if self.router == "kserve":
+                assert self._version_of is not None
+                obj = self._custom.get_namespaced_custom_object(
+                    KSERVE_GROUP, KSERVE_VERSION, ns, INFERENCESERVICES, name, _request_timeout=t
+                )
+                split, self._revisions = split_from_inferenceservice(
+                    _as_dict(obj),
+                    self.backends,
+                    version_of=self._version_of,
+                    revisions=self._revisions,
+                )
+                return split
             svc = self._plain(self._core.read_namespaced_service(name, ns, _request_timeout=t))
             deps = self._apps.list_namespaced_deployment(ns, _request_timeout=t)
             items = [self._plain(d) for d in deps.items]
@@ -1043,13 +1149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to read")
     p.add_argument("--namespace", default="default")
     p.add_argument("--router", required=True, choices=ROUTERS)
-    p.add_argument("--route", required=True, help="HTTPRoute, VirtualService or Service name")
+    p.add_argument(
+        "--route", required=True, help="HTTPRoute, VirtualService, Service or InferenceService name"
+    )
     p.add_argument("--backends", required=True, help='JSON {"<service>": "http://127.0.0.1:P"}')
     p.add_argument(
         "--rule", help="name of the HTTPRoute rule / VirtualService http route to follow"
     )
     p.add_argument(
         "--version-label", default="version", help="pod label of the version (service router)"
+    )
+    p.add_argument(
+        "--kserve-storage-uri",
+        help="kserve router: the storageUriTemplate, {model} filled in, {version} left",
     )
     p.add_argument("--rate", type=float, default=20.0, help="requests per second")
     p.add_argument("--metrics-port", type=int, default=0, help="port of /metrics; 0: pick one")
@@ -1083,6 +1195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backends=backends,
         version_label=args.version_label,
         rule=args.rule,
+        kserve_storage_uri=args.kserve_storage_uri,
     )
     generator = TrafficGenerator(
         reader,

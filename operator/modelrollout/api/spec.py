@@ -56,6 +56,20 @@ class IstioRouting(ApiModel):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+#: Why a kserve router needs a template, in both checks.
+KSERVE_NO_TEMPLATE = (
+    "kserve needs at least one of storageUriTemplate, runtimeVersionTemplate, imageTemplate: "
+    "the predictor fields that tell the versions apart"
+)
+
+#: Why a KServe InferenceService cannot take a shadow stage, in both checks.
+KSERVE_NO_MIRROR = (
+    "KServe cannot mirror traffic to a candidate: shadow needs gatewayAPI or istio "
+    "(e.g. one InferenceService per version behind an HTTPRoute); drop strategy.shadow "
+    "and blueGreen.previewMirrorPercent with trafficRouting.kserve"
+)
+
+
 class ServiceRouting(ApiModel):
     """A plain Service, no mesh.
 
@@ -68,6 +82,64 @@ class ServiceRouting(ApiModel):
     version_label: str = Field(
         default="version", description="Pod label that tells the versions apart."
     )
+
+
+class KServeRouting(ApiModel):
+    """A KServe InferenceService (Serverless mode): one predictor spec, a canary by percent.
+
+    The candidate is the predictor's spec with the templated fields rendered for
+    the candidate's version; its share is ``spec.predictor.canaryTrafficPercent``,
+    and KServe keeps the last rolled-out revision serving the rest. Promotion
+    drops the percent (KServe rolls the new revision out at 100%); a rollback
+    sets it to 0 (KServe sends everything back to the last rolled-out
+    revision, still warm). KServe cannot mirror, so shadow is refused. In
+    RawDeployment mode KServe ignores ``canaryTrafficPercent``: use one
+    InferenceService per version behind an HTTPRoute (``gatewayAPI`` with
+    ``serviceTemplate: "{model}-{version}-predictor"``) instead.
+    """
+
+    model_config = cel_rules(
+        (
+            "has(self.storageUriTemplate) || has(self.runtimeVersionTemplate) "
+            "|| has(self.imageTemplate)",
+            KSERVE_NO_TEMPLATE,
+        )
+    )
+
+    inference_service: str = Field(
+        min_length=1, max_length=253, description="InferenceService in the rollout's namespace."
+    )
+    storage_uri_template: str | None = Field(
+        default=None,
+        min_length=1,
+        description="spec.predictor.model.storageUri of a version, e.g. "
+        "gs://models/fraud/{version}. {model} and {version} are replaced.",
+    )
+    runtime_version_template: str | None = Field(
+        default=None,
+        min_length=1,
+        description="spec.predictor.model.runtimeVersion of a version, e.g. 1.5-{version}.",
+    )
+    image_template: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Image of a version: spec.predictor.model.image, or that of the first "
+        "container of a custom predictor (spec.predictor.containers[0].image).",
+    )
+
+    version_label: str | None = Field(
+        default="version",
+        max_length=63,
+        pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$",
+        description="Pod label (spec.predictor.labels) that carries the version, so the "
+        "metrics scraped from the predictor's pods can be told apart. Empty: none.",
+    )
+
+    @model_validator(mode="after")
+    def _some_template(self) -> KServeRouting:
+        if not (self.storage_uri_template or self.runtime_version_template or self.image_template):
+            raise ValueError(KSERVE_NO_TEMPLATE)
+        return self
 
 
 def _one_router_cel(schema: dict[str, Any], model: type[Any]) -> None:
@@ -87,6 +159,7 @@ class TrafficRouting(ApiModel):
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
     istio: IstioRouting | None = None
     service: ServiceRouting | None = None
+    kserve: KServeRouting | None = None
 
     @classmethod
     def kinds(cls) -> tuple[str, ...]:
@@ -272,7 +345,13 @@ class ModelRolloutSpec(ApiModel):
         (
             "!(has(self.trafficRouting.service) && has(self.strategy.shadow))",
             "shadow needs a router that can mirror (gatewayAPI or istio); a plain Service cannot",
-        )
+        ),
+        (
+            "!has(self.trafficRouting.kserve) || !(has(self.strategy.shadow) || "
+            "(has(self.strategy.blueGreen) && has(self.strategy.blueGreen.previewMirrorPercent) "
+            "&& self.strategy.blueGreen.previewMirrorPercent > 0))",
+            KSERVE_NO_MIRROR,
+        ),
     )
 
     model: str = Field(min_length=1, max_length=63, description="Model name, {{model}}.")
@@ -314,6 +393,10 @@ class ModelRolloutSpec(ApiModel):
                 "shadow needs a router that can mirror (gatewayAPI or istio); "
                 "a plain Service cannot"
             )
+        if self.traffic_routing.kserve is not None:
+            bg = self.strategy.blue_green
+            if self.strategy.shadow is not None or (bg is not None and bg.preview_mirror_percent):
+                raise ValueError(KSERVE_NO_MIRROR)
         return self
 
     def stages(self) -> list[Stage]:
