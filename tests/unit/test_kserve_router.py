@@ -17,7 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from modelrollout.api.spec import KSERVE_NO_MIRROR, KServeRouting, ModelRolloutSpec
-from modelrollout.engine import TrafficIntent, TrafficState
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
+from modelrollout.engine.seed import stable_from_route
 from modelrollout.traffic import kserve, registry
 from modelrollout.traffic.base import RouteError, Versions
 from modelrollout.traffic.kserve import KServeRouter, KServeTarget, Rendering
@@ -324,3 +325,59 @@ def test_a_missing_inference_service_is_a_route_error_that_names_it() -> None:
         RouteError, match=r"inferenceservices\.serving\.kserve\.io ml/fraud not found"
     ):
         KServeRouter(Gone(ISVC)).read(TARGET)
+
+
+# ------------------------------------------------ the first stable version, from the route
+
+
+def adopted(**routing: Any) -> ModelRolloutSpec:
+    """A spec without spec.stable: the InferenceService as found names the stable version."""
+    raw = spec()
+    del raw["stable"]
+    raw["trafficRouting"]["kserve"].update(routing)
+    return ModelRolloutSpec.model_validate(raw)
+
+
+def with_predictor(**fields: Any) -> dict[str, Any]:
+    obj = copy.deepcopy(ISVC)
+    predictor(obj).update(fields)
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        pytest.param(ISVC, "v1", id="all-traffic-to-the-spec"),
+        pytest.param(with_predictor(canaryTrafficPercent=100), "v1", id="percent-100"),
+        pytest.param(
+            with_predictor(canaryTrafficPercent=30),
+            None,
+            id="a-canary-split-is-not-guessed",
+        ),
+        pytest.param(
+            with_predictor(canaryTrafficPercent=0),
+            None,
+            id="all-traffic-to-the-unnamed-rolled-out-revision",
+        ),
+    ],
+)
+def test_the_stable_version_is_read_back_from_the_predictors_templated_fields(
+    obj: dict[str, Any], expected: str | None
+) -> None:
+    s = adopted()
+    target = KServeRouter.route_names(s, namespace="ml")
+    got = KServeRouter(FakeCustomObjects(obj)).backends(target)
+    assert got[0] == RouteBackend("fraud", predictor(obj).get("canaryTrafficPercent", 100), "v1")
+    version, _ = stable_from_route(s, got)
+    assert version == expected
+
+
+def test_a_predictor_no_version_renders_into_is_a_route_error_that_shows_it() -> None:
+    s = adopted(imageTemplate="registry.example.com/{model}:{version}")
+    target = KServeRouter.route_names(s, namespace="ml")
+    obj = copy.deepcopy(ISVC)
+    predictor(obj)["model"]["image"] = "registry.example.com/fraud:v7"
+    with pytest.raises(RouteError, match="storageUri 'gs://models/fraud/v1', image"):
+        kserve.backends(obj, target)
+    predictor(obj)["model"]["image"] = "registry.example.com/fraud:v1"
+    assert kserve.backends(obj, target) == (RouteBackend("fraud", 100, "v1"),)

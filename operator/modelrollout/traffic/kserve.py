@@ -24,6 +24,8 @@ each revision's pods can be told apart by the gates.
 Which version the predictor holds is read back by comparing its templated
 fields with each version's rendering; a spec that holds neither the stable nor
 the candidate counts as off stable (its ``canaryTrafficPercent``, or all of it).
+Before any version is known (``spec.stable`` omitted), the version is parsed
+back out of the templated fields instead (:func:`backends`).
 
 RawDeployment mode ignores ``canaryTrafficPercent`` (KServe replaces the one
 Deployment): there, one InferenceService per version behind an HTTPRoute and
@@ -36,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from modelrollout.api.spec import KServeRouting, ModelRolloutSpec
-from modelrollout.engine import TrafficIntent, TrafficState
+from modelrollout.engine import RouteBackend, TrafficIntent, TrafficState
+from modelrollout.engine.seed import version_of
 from modelrollout.traffic.base import (
     JSON_PATCH,
     BaseRouter,
@@ -73,6 +76,9 @@ class KServeTarget:
     candidate: Rendering | None = None
     version_label: str | None = "version"
     """Pod label the predictor gets with the version it holds (``spec.predictor.labels``)."""
+    pattern: Rendering | None = None
+    """The templated fields with ``{version}`` left in (set by ``route_names`` alone):
+    :func:`backends` reads the version back out of the predictor with them."""
 
 
 def render(routing: KServeRouting, *, model: str, version: str) -> Rendering:
@@ -163,6 +169,43 @@ def read(isvc: Obj, target: KServeTarget) -> TrafficState:
     return TrafficState(100 if percent is None else int(percent), 0)
 
 
+LAST_ROLLED_OUT = "last rolled-out revision"
+
+
+def backends(isvc: Obj, target: KServeTarget) -> tuple[RouteBackend, ...]:
+    """The version the predictor's templated fields hold, before any version is known.
+
+    Every templated field must parse back to one and the same version. With a
+    ``canaryTrafficPercent`` below 100 the rest goes to KServe's last rolled-out
+    revision, whose version the InferenceService does not say: a second backend
+    without a version, so the engine reports the split instead of guessing.
+    """
+    name = target.inference_service
+    assert target.pattern is not None, "backends needs the target of route_names"
+    predictor = _predictor(isvc, name)
+    found: set[str | None] = set()
+    for key, pattern in _fields(target.pattern).items():
+        held = _holder(predictor, key, name).get(key)
+        found.add(version_of(pattern, model="", service=held) if isinstance(held, str) else None)
+    if len(found) != 1 or None in found:
+        fields = ", ".join(
+            f"{key} {_holder(predictor, key, name).get(key)!r}" for key in _fields(target.pattern)
+        )
+        raise RouteError(
+            f"InferenceService {name}: its predictor's {fields} is not what the templates "
+            "make for any one version"
+        )
+    (version,) = found
+    percent = predictor.get(CANARY)
+    latest = 100 if percent is None else int(percent)
+    if latest >= 100:
+        return (RouteBackend(name, 100, version=version),)
+    return (
+        RouteBackend(name, latest, version=version),
+        RouteBackend(f"{name} ({LAST_ROLLED_OUT})", 100 - latest),
+    )
+
+
 def write(isvc: Obj, target: KServeTarget, intent: TrafficIntent) -> Obj:
     """A copy of the InferenceService whose predictor holds the intent; nothing else changes."""
     if intent.mirror_percent > 0:
@@ -210,6 +253,19 @@ class KServeRouter(BaseRouter[KServeTarget]):
             version_label=routing.version_label or None,
         )
 
+    @classmethod
+    def route_names(cls, spec: ModelRolloutSpec, *, namespace: str) -> KServeTarget:
+        routing = routing_of(spec, KServeRouting)
+        # Plain replacement leaves "{version}" in place: the pattern to parse it back with.
+        pattern = render(routing, model=spec.model, version="{version}")
+        return KServeTarget(
+            namespace=namespace,
+            inference_service=routing.inference_service,
+            stable=Rendering(version=""),
+            version_label=routing.version_label or None,
+            pattern=pattern,
+        )
+
     def get(self, target: KServeTarget) -> Obj:
         try:
             obj: Obj = self.api.get_namespaced_custom_object(
@@ -227,6 +283,9 @@ class KServeRouter(BaseRouter[KServeTarget]):
 
     def read(self, names: KServeTarget) -> TrafficState:
         return read(self.get(names), names)
+
+    def backends(self, names: KServeTarget) -> tuple[RouteBackend, ...]:
+        return backends(self.get(names), names)
 
     def apply(self, names: KServeTarget, intent: TrafficIntent) -> bool:
         obj = self.get(names)
