@@ -236,10 +236,8 @@ GO
   mv "${BIN}/${n}-${v}/${n}.tmp" "${BIN}/${n}-${v}/${n}"
 }
 
-components=("$@")
-[[ ${#components[@]} -eq 0 ]] && components=(crds etcd kwok helm kube kserve)
-for c in "${components[@]}"; do
-  case "$c" in
+build_one() {
+  case "$1" in
     kube) build_kube ;;
     etcd) build_etcd ;;
     kwok) go_install kwok "${KWOK_VERSION}" sigs.k8s.io/kwok/cmd/kwok ;;
@@ -248,7 +246,35 @@ for c in "${components[@]}"; do
       else go_install helm "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm "$(helm_ldflags "${HELM_VERSION}")" "${HELM_BUILD}"; fi ;;
     crds) fetch_crds ;;
     kserve) build_kserve ;;
-    *) echo "unknown component: $c (kube etcd kwok helm crds kserve)" >&2; exit 2 ;;
+    *) echo "unknown component: $1 (kube etcd kwok helm crds kserve)" >&2; return 2 ;;
   esac
+}
+
+components=("$@")
+[[ ${#components[@]} -eq 0 ]] && components=(crds etcd kwok helm kube kserve)
+# Components build side by side: module downloads, linking and the small builds fill
+# the gaps the big compiles leave on the cores (the Go cache takes concurrent builds).
+# Each writes its own log; a failure prints that log and fails the whole run.
+logs="$(mktemp -d)"
+pids=()
+for c in "${components[@]}"; do
+  ( build_one "$c" ) >"${logs}/$c.log" 2>&1 &
+  pids+=("$!")
 done
+failed=()
+for i in "${!components[@]}"; do
+  c="${components[$i]}"
+  if wait "${pids[$i]}"; then
+    grep -h '\[binaries\]' "${logs}/$c.log" >&2 || true
+  else
+    failed+=("$c")
+    echo "----- ${c} failed; its log:" >&2
+    tail -n 60 "${logs}/$c.log" >&2
+  fi
+done
+rm -rf "${logs}"
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "error: building ${failed[*]} failed (see above)" >&2
+  exit 1
+fi
 log "binaries in ${BIN}"
