@@ -708,7 +708,10 @@ def js_cs_many(
     m = (cs + rs) / 2
     grad_c = 0.5 * np.log2(cs / m)
     grad_r = 0.5 * np.log2(rs / m)
-    divergence = np.maximum(_js_terms(cs, rs).sum(-1), 0.0)
+    r, c = _pair_rows(reference, candidate)
+    raw_r = r / np.maximum(r.sum(-1, keepdims=True), 1e-300)
+    raw_c = c / np.maximum(c.sum(-1, keepdims=True), 1e-300)
+    divergence = np.maximum(_js_terms(raw_c, raw_r).sum(-1), 0.0)  # JS needs no smoothing
     variance = _delta_variance(grad_c, cs, n_c, grad_r, rs, n_r)
     scale = (1 / n_c + 1 / n_r) / (8 * math.log(2))
     lo, est, hi = _plug_in_cs(divergence, variance, scale, used, alpha, tau * tau)
