@@ -41,21 +41,33 @@ def test_psi_of_the_reference_vectors_passes(capsys: pytest.CaptureFixture[str])
     assert "samples: 1000/1000" in out
 
 
-def test_js_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_js_as_json_is_not_yet_shown_within_its_max_on_1000_observations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, out = run(capsys, "--reference", R, "--candidate", C, "--method", "js", "-o", "json")
     doc = json.loads(out)
-    assert code == 0
+    assert code == 2
     assert doc["value"] == pytest.approx(0.057775, abs=1e-6)
-    assert (doc["verdict"], doc["samples"], doc["neededSamples"]) == ("Pass", 1000, 1000)
+    assert doc["verdict"] == "Inconclusive"
+    assert doc["samples"] == 1000 < doc["neededSamples"]  # gathering evidence
+    assert doc["lower"] == 0.0 < doc["max"] < doc["upper"]
+    assert doc["alpha"] == 0.01
 
 
 def test_a_tight_max_fails_and_chi2_gates_its_p_value(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "--reference", R, "--candidate", C, "--max", "0.01")
+    assert code == 2  # PSI 0.0185 on 1000 a side: not yet shown above 0.01
+    code, out = run(capsys, "--reference", R, "--candidate", "400,200,200,100,100", "--max", "0.1")
     assert code == 1
     assert "Fail" in out
     code, out = run(capsys, "--reference", R, "--candidate", C, "--method", "chi2")
     assert code == 0
     assert "chi2: 0.0553222 (limit >= 0.01)" in out
+    assert "PSI confidence sequence" in out
+    ten = ",".join(str(10 * int(x)) for x in C.split(","))
+    refs = ",".join(str(10 * int(x)) for x in R.split(","))
+    code, out = run(capsys, "--reference", refs, "--candidate", ten, "--method", "chi2")
+    assert code == 1  # shown to differ: the e-value passed 1/alpha
 
 
 def test_too_few_samples_is_inconclusive(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,10 +75,11 @@ def test_too_few_samples_is_inconclusive(capsys: pytest.CaptureFixture[str]) -> 
     doc = json.loads(out)
     assert code == 2
     assert (doc["verdict"], doc["samples"], doc["neededSamples"]) == ("Inconclusive", 64, 1000)
-    code, _ = run(
+    code, out = run(
         capsys, "--reference", "10,20,40", "--candidate", "8,18,38", "--min-samples", "50"
     )
-    assert code == 0
+    assert code == 2  # past the floor, but 64 observations show little
+    assert "not yet shown" in out
 
 
 def test_unusable_vectors_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +92,7 @@ def test_unusable_vectors_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
 def test_agreement_from_counts(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "--agreement", "980,20,5", "--min-pairs", "100")
     assert code == 0
-    assert "agreement: 0.96931 (limit >= 0.95): Pass" in out
+    assert "agreement: 0.98 (limit >= 0.95): Pass" in out
     assert "agreement 0.9800 (980 of 1000 pairs)" in out
     code, out = run(capsys, "--agreement", "980,20,500")
     assert code == 2
@@ -87,6 +100,19 @@ def test_agreement_from_counts(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(capsys, "--agreement", "900,100,0", "--min", "0.95")
     assert code == 1
     assert main(["analyze", "--agreement", "1,2"]) == 3
+    assert main(["analyze", "--agreement", "980,20,5", "--alpha", "1.5"]) == 3
+
+
+def test_98_percent_agreement_on_200_pairs_is_not_yet_shown_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 10: it exited 1 (Fail) although 98 % agreement clears min 0.95.
+    code, out = run(capsys, "--agreement", "196,4,0", "--min-pairs", "200")
+    assert code == 2
+    assert "agreement: 0.98 (limit >= 0.95): Inconclusive" in out
+    assert "not yet shown" in out
+    samples, needed = out.split("samples: ")[1].split()[0].split("/")
+    assert int(samples) == 200 < int(needed)
 
 
 # --------------------------------------------------------------------------- dry run
@@ -268,7 +294,8 @@ def test_dry_run_json_of_the_shadow_stage(
     results = {r["metric"]: r for r in doc["results"]}
     assert set(results) == {"error-rate", "input-drift-f0", "shadow-agreement"}
     agreement = results["shadow-agreement"]
-    assert agreement["value"] == pytest.approx(0.972881, abs=1e-6)
+    assert agreement["value"] == pytest.approx(0.98)
+    assert agreement["lower"] >= 0.95
     assert "agreement 0.9800 (1960 of 2000 pairs)" in agreement["reason"]
 
 

@@ -66,6 +66,11 @@ def test_the_crd_has_status_printer_columns_and_the_short_name() -> None:
             "at least one of storageUriTemplate",
             id="kserve-template",
         ),
+        pytest.param(
+            ".spec.analysis.metrics[].drift",
+            "the categories of a counter have no order",
+            id="ks-on-a-counter",
+        ),
     ],
 )
 def test_cross_field_rules_travel_to_the_api_server_as_cel(path: str, expected: str) -> None:

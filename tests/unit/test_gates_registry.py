@@ -28,19 +28,22 @@ ONE_OF_EACH: list[tuple[dict[str, Any], str]] = [
     ({"errorRate": {}, "max": 0.01}, "max 0.01"),
     ({"throughput": {}, "min": 5}, "requests/s min 5"),
     ({"nullRate": {}, "max": 0.02}, "max 0.02"),
-    ({"drift": {"metric": "model_input_feature"}, "max": 0.1}, "psi max 0.1"),
-    ({"drift": {"metric": "m", "method": "chi2"}, "min": 0.01}, "chi2 p-value min 0.01"),
-    ({"agreement": {}, "min": 0.95}, "95% lower bound min 0.95"),
+    ({"drift": {"metric": "model_input_feature"}, "max": 0.1}, "psi max 0.1 (anytime-valid)"),
+    (
+        {"drift": {"metric": "m", "method": "chi2"}, "min": 0.01},
+        "chi2: differ (e-value) or within PSI 0.1",
+    ),
+    ({"agreement": {}, "min": 0.95}, "agreement min 0.95 (anytime-valid)"),
     (
         {"compare": {"query": 'x{version="{{version}}"}', "direction": "increase"}},
-        "no increase beyond 25% of stable's median at 98% confidence",
+        "no increase beyond 10% of stable's median (equivalence)",
     ),
-    ({"compare": MSPRT}, "always-valid p min 0.05 (increase is harmful, tau 0.02)"),
+    ({"compare": MSPRT}, "no increase beyond 0.02 shown (anytime-valid)"),
     (
         {"score": {"metrics": [{"name": "a", "query": "q", "direction": "either"}]}},
         "score min 95 (marginal from 75)",
     ),
-    ({"accuracy": {"maxDrop": 0.03}}, "drop at most 0.03 (95% bound)"),
+    ({"accuracy": {"maxDrop": 0.03}}, "drop at most 0.03 (anytime-valid)"),
 ]
 
 NOT_A_KIND = {"name", "min", "max", "min_samples", "on_inconclusive", "stages"}

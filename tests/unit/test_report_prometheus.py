@@ -202,4 +202,4 @@ def test_the_page_lists_each_gate_with_its_kind_and_limit(tmp_path: Path) -> Non
     (path,) = report.write_report(obj, str(tmp_path / "r.html"), END)
     page = path.read_text()
     assert "<td>p99</td><td>latency</td><td>p99 max 0.5</td>" in page
-    assert "<td>a</td><td>accuracy</td><td>drop at most 0.02 (95% bound)</td>" in page
+    assert "<td>a</td><td>accuracy</td><td>drop at most 0.02 (anytime-valid)</td>" in page

@@ -575,3 +575,95 @@ def test_resolve_bucket_message_lists_the_buckets() -> None:
         "no bucket resolves limit 20 (buckets: 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, "
         "1, 2.5, 5, 10)"
     )
+
+
+# ----------------------------------------------------------------------------- drift CS
+
+_EDGES = np.array([-np.inf, -1.5, -0.5, 0.0, 0.5, 1.0, 1.5, np.inf])
+_REFERENCE_SHARES = np.diff(sps.norm.cdf(_EDGES))
+
+
+def _shifted_shares(shift: float) -> np.ndarray:
+    """Bin shares of N(shift, 1) over 7 buckets; shift 0.521 gives PSI 0.25."""
+    return np.asarray(np.diff(sps.norm.cdf(_EDGES - shift)))
+
+
+@pytest.mark.parametrize(
+    ("fn", "shift"),
+    [
+        pytest.param(sq.psi_cs_many, 0.0, id="psi-healthy"),
+        pytest.param(sq.psi_cs_many, 0.3, id="psi-small-shift"),
+        pytest.param(sq.psi_cs_many, 0.521, id="psi-0.25-shift"),
+        pytest.param(sq.js_cs_many, 0.0, id="js-healthy"),
+        pytest.param(sq.js_cs_many, 0.521, id="js-shift"),
+    ],
+)
+def test_drift_cs_misses_the_true_measure_at_any_of_20_looks_at_most_alpha(
+    fn: object, shift: float
+) -> None:
+    rng = np.random.default_rng(SEED)
+    streams, looks, batch, alpha = 500, 20, 200, 0.05
+    p_c = _shifted_shares(shift)
+    r = rng.multinomial(batch, _REFERENCE_SHARES, size=(streams, looks)).cumsum(axis=1)
+    c = rng.multinomial(batch, p_c, size=(streams, looks)).cumsum(axis=1)
+    assert callable(fn)
+    truth = fn(_REFERENCE_SHARES * 1e12, p_c * 1e12, 0.5)[1][0]  # the population measure
+    lo, _, hi = fn(r.reshape(-1, 7), c.reshape(-1, 7), alpha, tau=0.2)
+    missed = ((lo > truth) | (hi < truth)).reshape(streams, looks).any(axis=1).mean()
+    assert missed <= _allowed_misses(alpha, streams)
+
+
+def test_psi_cs_decides_at_the_traffic_where_the_per_bin_bounds_cannot() -> None:
+    # 3,000 observations a side, limit 0.2: a healthy candidate is shown within it and a
+    # PSI 0.9 shift beyond it; the Bonferroni per-bin bounds cannot pass the healthy one.
+    rng = np.random.default_rng(SEED)
+    n = 3000
+    healthy = rng.multinomial(n, _REFERENCE_SHARES, size=(2, 200))
+    shifted = rng.multinomial(n, _shifted_shares(1.0), size=200)
+    _, _, upper = sq.psi_cs_many(healthy[0], healthy[1], 0.01, tau=0.2)
+    lower, _, _ = sq.psi_cs_many(healthy[0], shifted, 0.01, tau=0.2)
+    assert np.median(upper) < 0.05
+    assert (upper <= 0.2).mean() > 0.99
+    assert (lower > 0.2).mean() > 0.95
+    per_bin = sq.psi_bounds_many(healthy[0], healthy[1], 0.01)
+    assert np.median(per_bin[2]) > 0.2
+
+
+def test_psi_cs_holds_the_plug_in_between_its_ends_and_starts_at_zero() -> None:
+    bounds = sq.psi_cs([100, 200, 400, 200, 100], [80, 180, 380, 240, 120], 0.05)
+    assert 0.0 == bounds.lower <= bounds.estimate <= bounds.upper
+    assert bounds.estimate == pytest.approx(
+        sq.smoothed_psi([100, 200, 400, 200, 100], [80, 180, 380, 240, 120])
+    )
+
+
+# ----------------------------------------------------------------------------- shift
+
+
+def _ar1(rng: np.random.Generator, n: int, rho: float, size: int) -> np.ndarray:
+    out = np.empty((size, n))
+    out[:, 0] = rng.normal(size=size)
+    for t in range(1, n):
+        out[:, t] = rho * out[:, t - 1] + math.sqrt(1 - rho * rho) * rng.normal(size=size)
+    return out
+
+
+def test_shift_interval_holds_the_hodges_lehmann_shift() -> None:
+    bounds = sq.shift_interval([1.0, 2.0, 3.0, 4.0] * 5, [2.0, 3.0, 4.0, 5.0] * 5, 0.05)
+    assert bounds.estimate == pytest.approx(1.0)
+    assert bounds.lower <= 1.0 <= bounds.upper
+    assert sq.shift_interval([1.0, 2.0], [1.0, 2.0], 0.01).lower == -math.inf
+
+
+@pytest.mark.parametrize("rho", [pytest.param(0.0, id="independent"), pytest.param(0.6, id="ar1")])
+def test_shift_interval_misses_a_zero_shift_of_autocorrelated_series_at_most_alpha(
+    rho: float,
+) -> None:
+    rng = np.random.default_rng(SEED)
+    runs, n, alpha = 400, 40, 0.1
+    control, experiment = _ar1(rng, n, rho, runs), _ar1(rng, n, rho, runs)
+    missed = 0
+    for c, e in zip(control, experiment, strict=True):
+        b = sq.shift_interval(c, e, alpha)
+        missed += b.lower > 0 or b.upper < 0
+    assert missed / runs <= _allowed_misses(alpha, runs)

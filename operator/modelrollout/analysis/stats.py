@@ -517,6 +517,23 @@ def hodges_lehmann(
     return (_kth_difference(c, e, total // 2) + _kth_difference(c, e, total // 2 + 1)) / 2
 
 
+def pairwise_difference(
+    control: Sequence[float] | NDArray[Any], experiment: Sequence[float] | NDArray[Any], k: int
+) -> float:
+    """The ``k``-th smallest (1-based) of all ``experiment_j - control_i``.
+
+    The order statistics of these differences are the ends of the Hodges-Lehmann shift's
+    confidence interval (Moses); found in O(n + m) memory as ``hodges_lehmann`` does.
+    """
+    c = np.sort(np.asarray(control, dtype=float))
+    e = np.asarray(experiment, dtype=float)
+    if c.size == 0 or e.size == 0:
+        raise ValueError("need at least one point on each side")
+    if not 1 <= k <= c.size * e.size:
+        raise ValueError(f"k must be in [1, {c.size * e.size}], got {k}")
+    return _kth_difference(c, e, k)
+
+
 @dataclass(frozen=True)
 class MetricComparison:
     """Experiment (candidate) vs control for one metric, Kayenta-style.

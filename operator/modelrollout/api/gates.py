@@ -47,6 +47,16 @@ LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 MetricName = Annotated[str, Field(pattern=METRIC_NAME_PATTERN, max_length=200)]
 LabelName = Annotated[str, Field(pattern=LABEL_NAME_PATTERN, max_length=100)]
 HarmfulDirection = Literal["increase", "decrease", "either"]
+#: Shifts of per-step values within this share of stable's median are "no change": 0.1,
+#: not 0.25, since 0.25 let 88 % of 20 % latency regressions pass (docs/analysis.md).
+DEFAULT_EFFECT_TOLERANCE = 0.1
+
+
+#: Why ``ks`` is refused on a counter's categories.
+KS_ON_CATEGORIES = (
+    "drift method ks needs ordered bins (a histogram); the categories of a counter have no "
+    "order (KS would depend on their alphabetical order): use psi, js or chi2"
+)
 
 
 class DriftGate(ApiModel):
@@ -62,6 +72,10 @@ class DriftGate(ApiModel):
             "drift needs exactly one of metric (a histogram) or counter (with by)",
         ),
         ("has(self.counter) == has(self.by)", "drift over a counter needs by, and only then"),
+        (
+            "!has(self.counter) || !has(self.method) || self.method != 'ks'",
+            KS_ON_CATEGORIES,
+        ),
     )
 
     metric: MetricName | None = Field(
@@ -84,8 +98,9 @@ class DriftGate(ApiModel):
     )
     method: Literal["psi", "js", "ks", "chi2"] = Field(
         default="psi",
-        description="psi and js: gate with max. ks: max on D, or min on the p-value. "
-        "chi2: min on the p-value.",
+        description="psi and js: gate with max. ks (histograms only): max on D, or min "
+        "(a p-value method). chi2: min (a p-value method: fails when the distributions "
+        "are shown to differ, passes when PSI is shown at most 0.1).",
     )
     against: Literal["stable", "baseline"] = Field(
         default="stable",
@@ -93,7 +108,9 @@ class DriftGate(ApiModel):
         "version over baselineWindow, baselineOffset ago.",
     )
     window: Duration | None = Field(
-        default=None, description="Window of both distributions. Default: analysis.interval."
+        default=None,
+        description="Window of both distributions. Default: since the stage start (the "
+        "sequential test's cumulative counts).",
     )
     baseline_window: Duration = Field(default="1h", description="Window of the baseline.")
     baseline_offset: Duration | None = Field(
@@ -112,6 +129,8 @@ class DriftGate(ApiModel):
             raise ValueError("drift needs exactly one of metric (a histogram) or counter (with by)")
         if (self.counter is None) != (self.by is None):
             raise ValueError("drift over a counter needs by, and only then")
+        if self.counter is not None and self.method == "ks":
+            raise ValueError(KS_ON_CATEGORIES)
         for key in self.labels or {}:
             if not re.fullmatch(LABEL_NAME_PATTERN, key):
                 raise ValueError(f"drift label {key!r} is not a Prometheus label name")
@@ -119,9 +138,15 @@ class DriftGate(ApiModel):
 
 
 class AgreementGate(ApiModel):
-    """Shadow agreement: the Wilson lower bound of the share of paired answers that agree."""
+    """Shadow agreement: an anytime-valid test of the share of paired answers that agree."""
 
-    confidence: float = Field(default=0.95, gt=0, lt=1)
+    confidence: float = Field(
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="Kept for old manifests; unused: the test's level is the gate's share "
+        "of analysis.falseRollbackBudget.",
+    )
     max_unpaired_fraction: float = Field(
         default=0.1,
         ge=0,
@@ -129,7 +154,7 @@ class AgreementGate(ApiModel):
         description="Above this share of mirrored requests without a partner: inconclusive.",
     )
     min_pairs: int = Field(default=200, ge=1, description="Fewer pairs is inconclusive.")
-    window: Duration | None = Field(default=None, description="Default: analysis.interval.")
+    window: Duration | None = Field(default=None, description="Default: since the stage start.")
     comparisons: MetricName = Field(default="model_shadow_comparisons_total")
     unpaired: MetricName = Field(default="model_shadow_unpaired_total")
 
@@ -168,11 +193,18 @@ class CompareGate(ApiModel):
         description="mannWhitney: points from this long. Default: since the stage start.",
     )
     step: Duration = Field(default="30s", description="mannWhitney: one point per step.")
-    confidence: float = Field(default=0.98, gt=0, lt=1)
+    confidence: float = Field(
+        default=0.98,
+        gt=0,
+        lt=1,
+        description="Kept for old manifests; unused: the level is the gate's share of "
+        "analysis.falseRollbackBudget, spent over the stage's looks.",
+    )
     effect_tolerance: float = Field(
-        default=0.25,
+        default=DEFAULT_EFFECT_TOLERANCE,
         ge=0,
-        description="mannWhitney: shifts within this share of the stable median pass.",
+        description="mannWhitney: passes once the shift is shown within this share of the "
+        "stable median, fails once it is shown beyond it.",
     )
     min_points: int = Field(default=10, ge=1)
     successes: str | None = Field(
@@ -192,7 +224,13 @@ class CompareGate(ApiModel):
         description="msprt: the smallest effect worth catching, in the "
         "units of the effect (e.g. 0.02 for an error rate).",
     )
-    alpha: float = Field(default=0.05, gt=0, lt=1)
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Kept for old manifests; unused: the level is the gate's share of "
+        "analysis.falseRollbackBudget.",
+    )
     burn_in: int = Field(default=100, ge=2, description="msprt: observations per version first.")
 
     @model_validator(mode="after")
@@ -220,7 +258,7 @@ class ScoreMetric(ApiModel):
     direction: HarmfulDirection
     weight: float = Field(default=1.0, gt=0)
     critical: bool = Field(default=False, description="Failing it fails the score.")
-    effect_tolerance: float = Field(default=0.25, ge=0)
+    effect_tolerance: float = Field(default=DEFAULT_EFFECT_TOLERANCE, ge=0)
 
 
 class ScoreGate(ApiModel):
@@ -241,7 +279,13 @@ class ScoreGate(ApiModel):
     )
     window: Duration | None = Field(default=None, description="Default: since the stage start.")
     step: Duration = "30s"
-    confidence: float = Field(default=0.98, gt=0, lt=1)
+    confidence: float = Field(
+        default=0.98,
+        gt=0,
+        lt=1,
+        description="Kept for old manifests; unused: the level is the gate's share of "
+        "analysis.falseRollbackBudget, spent over the stage's looks.",
+    )
     min_points: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
@@ -262,7 +306,11 @@ class AccuracyGate(ApiModel):
     )
     max_drop: float = Field(default=0.02, ge=0, le=1)
     confidence: float = Field(
-        default=0.95, gt=0.5, lt=1, description="One-sided, of the difference's bounds."
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Kept for old manifests; unused: the level is the gate's share of "
+        "analysis.falseRollbackBudget.",
     )
     window: Duration | None = Field(default=None, description="Default: since the stage start.")
     labelled: MetricName = Field(default="model_labelled_feedback_total")

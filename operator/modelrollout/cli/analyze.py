@@ -10,9 +10,9 @@ Three forms:
     A dry run: every gate of the manifest's analysis block, once, against a live
     Prometheus; nothing is written anywhere.
 
-Exit status: 0 every gate passed, 1 a gate failed, 2 inconclusive (for a dry run, after
-each gate's onInconclusive), 3 the input could not be used (argparse's own usage
-errors also exit 2).
+Exit status: 0 every gate passed (shown good), 1 a gate failed (shown bad), 2 inconclusive
+(not yet shown either way, or not measured; for a dry run, after each gate's
+onInconclusive), 3 the input could not be used (argparse's own usage errors also exit 2).
 """
 
 from __future__ import annotations
@@ -75,9 +75,20 @@ def add_parsers(sub: Any) -> None:
     )
 
     agree = p.add_argument_group("offline agreement")
-    agree.add_argument("--confidence", type=float, default=0.95)
+    agree.add_argument(
+        "--confidence", type=float, default=0.95, help="kept for old scripts; unused (see --alpha)"
+    )
     agree.add_argument("--max-unpaired", type=float, default=0.1, metavar="FRACTION")
     agree.add_argument("--min-pairs", type=int, default=200)
+
+    level = p.add_argument_group("the test's level (offline)")
+    level.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="the test's level: falseRollbackBudget over the rollout's (gate, stage) tests, "
+        "as each result's alpha shows (default %(default)s: the whole default budget)",
+    )
 
     limits = p.add_argument_group("limits (offline)")
     limits.add_argument(
@@ -86,8 +97,8 @@ def add_parsers(sub: Any) -> None:
     limits.add_argument(
         "--min",
         type=float,
-        help="fail below (default: chi2 p-value 0.01, agreement lower bound 0.95); "
-        "with ks, --min gates the p-value",
+        help="fail below (default: chi2 p-value 0.01, agreement 0.95); "
+        "with ks, --min makes it a p-value method",
     )
 
     dry = p.add_argument_group("dry run")
@@ -151,17 +162,24 @@ def _drift(args: argparse.Namespace, out: TextIO) -> int:
     lo, hi = args.min, args.max
     if lo is None and hi is None:
         lo, hi = DEFAULT_DRIFT_LIMITS[args.method]
+    _check_alpha(args.alpha)
     try:
         result = judge_drift(
-            args.method, reference, candidate, args.method, args.min_samples, (lo, hi)
+            args.method, reference, candidate, args.method, args.min_samples, (lo, hi), args.alpha
         )
     except (stats.DistributionMismatch, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return _report_one(result, args.output, out)
 
 
+def _check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
+
+
 def _agreement(args: argparse.Namespace, out: TextIO) -> int:
     agree, disagree, unpaired = _numbers(args.agreement, "--agreement", 3)
+    _check_alpha(args.alpha)
     try:
         opts = AgreementGate(
             confidence=args.confidence,
@@ -169,7 +187,9 @@ def _agreement(args: argparse.Namespace, out: TextIO) -> int:
             min_pairs=args.min_pairs,
         )
         lo = 0.95 if args.min is None and args.max is None else args.min
-        result = judge_agreement("agreement", agree, disagree, unpaired, opts, (lo, args.max))
+        result = judge_agreement(
+            "agreement", agree, disagree, unpaired, opts, (lo, args.max), args.alpha
+        )
     except (ValidationError, ValueError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     return _report_one(result, args.output, out)

@@ -13,17 +13,20 @@ One module per kind (formulas, defaults and limits in docs/analysis.md):
 - ``throughput``: requests per second over the interval;
 - ``null_rate``:  null outputs / requests over the interval;
 - ``drift``:      the candidate's input or output distribution against stable's (or a
-  baseline window), by PSI, Jensen-Shannon distance, KS or chi-square;
-- ``agreement``:  the Wilson lower bound of the share of shadow pairs that agree;
-- ``compare``:    candidate against stable on one metric: Mann-Whitney on per-step
-  values, or a sequential test (mSPRT) on cumulative counters;
-- ``score``:      a Kayenta-style weighted score over several Mann-Whitney comparisons;
+  baseline window), by PSI, Jensen-Shannon distance, KS or chi-square, each judged by
+  a confidence sequence or an e-value;
+- ``agreement``:  the share of shadow pairs that agree (a binomial confidence sequence);
+- ``compare``:    candidate against stable on one metric: an equivalence test of the
+  Hodges-Lehmann shift of per-step values, or the normal-mixture CS (the mSPRT) of the
+  difference of cumulative counters;
+- ``score``:      a Kayenta-style weighted score over several per-step comparisons;
 - ``accuracy``:   late-label accuracy, candidate against stable, with a margin;
 
 and ``min_samples`` (any gate): too few requests to the candidate is inconclusive.
 ``common`` holds what they share; ``registry`` finds a gate's kind. The built-in kinds
 assume the metric names and labels of docs/metrics-conventions.md (``model`` and
-``version`` labels).
+``version`` labels). The ML kinds are anytime-valid tests with three outcomes at the
+gate's level ``GateContext.alpha``; ``shown`` builds their results.
 """
 
 from modelrollout.analysis.gates.common import (

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 
+from modelrollout.analysis import sequential as sq
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates import common
+from modelrollout.analysis.gates import common, shown
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import AccuracyGate, MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -45,57 +46,72 @@ def newcombe_difference(
     )
 
 
+#: The mixing scale of the normal mixture when ``maxDrop`` is 0 (no margin to scale by).
+MIN_TAU = 0.005
+
+
 def judge_accuracy(
     name: str,
     candidate: tuple[float, float],
     stable: tuple[float, float],
     opts: AccuracyGate,
+    alpha: float,
 ) -> GateResult:
-    """A non-inferiority verdict on (correct, labelled) of candidate and stable (pure).
+    """A non-inferiority test on (correct, labelled) of candidate and stable (pure).
 
-    With ``[lo, hi]`` the one-sided ``confidence`` bounds of candidate - stable accuracy:
-    Pass when ``lo >= -maxDrop`` (the drop is shown to be within the margin), Fail when
-    ``hi < -maxDrop`` (the drop is shown to exceed it), else Inconclusive (more labels
-    needed). Fewer than ``minLabels`` on a side is inconclusive. The value is ``lo``.
+    The difference of accuracies (candidate - stable) with the plug-in variance of
+    ``sequential.proportion_difference`` gets the normal-mixture confidence sequence at
+    level ``alpha`` with mixing scale ``tau = maxDrop`` (the smallest drop worth
+    catching): Pass when its lower end is at or above ``-maxDrop`` (the drop is shown
+    within the margin), Fail when its upper end is below it (shown beyond it), else
+    Inconclusive with samples/needed (more labels). Fewer than ``minLabels`` on a side is
+    gathering evidence too. The value is the plug-in difference.
     """
     limit = -opts.max_drop
+    limits: common.Limits = (limit, None)
     (x1, n1), (x2, n2) = candidate, stable
     n1, n2 = max(0.0, n1), max(0.0, n2)
     x1, x2 = min(max(0.0, x1), n1), min(max(0.0, x2), n2)
     samples = min(n1, n2)
-    if samples < opts.min_labels:
+    if samples < max(opts.min_labels, 1):
         return common.gate_result(
             name,
             Verdict.INCONCLUSIVE,
             reason=f"waiting for labels: candidate {n1:.0f}, stable {n2:.0f} "
             f"(need {opts.min_labels} each)",
-            limits=(limit, None),
+            limits=limits,
             samples=samples,
-            needed=opts.min_labels,
+            needed=max(opts.min_labels, 1),
         )
-    lo, hi = newcombe_difference(x1, n1, x2, n2, 2 * opts.confidence - 1)
+    tau = max(opts.max_drop, MIN_TAU)
     p1, p2 = x1 / n1, x2 / n2
+
+    def cs(scale: float) -> sq.Interval:
+        estimate, variance = sq.proportion_difference(
+            p1 * n1 * scale, n1 * scale, p2 * n2 * scale, n2 * scale
+        )
+        return sq.normal_mixture_cs(estimate, variance, alpha, tau=tau)
+
+    interval = cs(1.0)
+    outcome = shown.judge(interval, limits)
     reason = (
-        f"accuracy {p1:.4f} ({n1:.0f} labels) vs stable {p2:.4f} ({n2:.0f}): "
-        f"difference {p1 - p2:+.4f}, {opts.confidence:.0%} bounds [{lo:+.4f}, {hi:+.4f}], "
-        f"allowed drop {opts.max_drop:g}"
+        f"accuracy {p1:.4f} ({n1:.0f} labels) vs stable {p2:.4f} ({n2:.0f}): difference "
+        f"{p1 - p2:+.4f}, {shown.level_text(alpha)} confidence sequence "
+        f"[{interval.lower:+.4f}, {interval.upper:+.4f}], allowed drop {opts.max_drop:g}"
     )
-    if lo >= limit:
-        verdict = Verdict.PASS
-    elif hi < limit:
-        verdict = Verdict.FAIL
-        reason += ": the drop exceeds it"
-    else:
-        verdict = Verdict.INCONCLUSIVE
-        reason += ": not yet shown to be within it (more labels needed)"
-    return common.gate_result(
+    return shown.result(
         name,
-        verdict,
-        value=lo,
+        outcome,
+        value=p1 - p2,
+        interval=interval,
+        alpha=alpha,
+        limits=limits,
         reason=reason,
-        limits=(limit, None),
         samples=samples,
-        needed=opts.min_labels,
+        need=lambda: shown.needed(
+            lambda n: shown.judge(cs(n / samples), limits) != sq.Shown.NOT_YET, samples
+        ),
+        floor=opts.min_labels,
     )
 
 
@@ -111,7 +127,7 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) ->
     # No labelled series is no data (counted); zero labels so far is gathering evidence.
     candidate = (read(a.correct, "candidate", 0.0), read(a.labelled, "candidate", None))
     stable = (read(a.correct, "stable", 0.0), read(a.labelled, "stable", None))
-    return judge_accuracy(gate.name, candidate, stable, a)
+    return judge_accuracy(gate.name, candidate, stable, a, ctx.alpha)
 
 
 def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
@@ -131,4 +147,4 @@ def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
 
 def limit_text(gate: MetricGate) -> str:
     a = _spec(gate)
-    return f"drop at most {a.max_drop:g} ({a.confidence:.0%} bound)"
+    return f"drop at most {a.max_drop:g} (anytime-valid)"

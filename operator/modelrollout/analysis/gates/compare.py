@@ -1,20 +1,22 @@
-"""``compare``: candidate against stable on one metric.
+"""``compare``: candidate against stable on one metric, as an anytime-valid test.
 
-``mannWhitney`` judges per-step values of a query (Kayenta-style); ``msprt`` runs a
-sequential test on cumulative counters since the stage start, whose always-valid
-p-value survives between checks in ``GateContext.previous``.
+``msprt`` reads cumulative counters since the stage start: the normal-mixture confidence
+sequence of the difference (the mSPRT inverted), judged against the margin ``tau`` in the
+harmful direction. ``mannWhitney`` judges per-step values of a query by an equivalence
+test on the Hodges-Lehmann shift, its level spent over the stage's looks (``steps``).
 """
 
 from __future__ import annotations
 
 import re
 
+from modelrollout.analysis import sequential as sq
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates import common
-from modelrollout.analysis.gates.steps import describe, mann_whitney, variables
+from modelrollout.analysis.gates import common, shown
+from modelrollout.analysis.gates.steps import harm_limits, look, points, shift_test, variables
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import METRIC_NAME_PATTERN, CompareGate, MetricGate
-from modelrollout.api.status import GateResult, Verdict
+from modelrollout.api.status import GateResult
 
 _BARE_METRIC = re.compile(METRIC_NAME_PATTERN)
 
@@ -25,9 +27,13 @@ def _spec(gate: MetricGate) -> CompareGate:
 
 
 def limits(gate: MetricGate) -> common.Limits:
-    """mSPRT: its alpha is the least p-value that passes; Mann-Whitney: no number."""
+    """mSPRT: the margin ``tau`` on the difference's harmful side; Mann-Whitney: the
+    tolerance is relative to stable's median, so no fixed number."""
     c = _spec(gate)
-    return (c.alpha, None) if c.mode == "msprt" else (None, None)
+    if c.mode == "msprt":
+        assert c.tau is not None
+        return harm_limits(c.direction, c.tau)
+    return None, None
 
 
 def window(gate: MetricGate, ctx: common.GateContext) -> str:
@@ -42,30 +48,39 @@ def _evaluate_mann_whitney(
 ) -> GateResult:
     c = _spec(gate)
     assert c.query is not None
-    result = mann_whitney(
-        source,
-        ctx,
-        c.query,
-        c.direction,
-        confidence=c.confidence,
+    control, experiment = points(
+        source, ctx, c.query, window=common.since_stage(ctx, c.window), step=c.step
+    )
+    k = look(ctx, gate.name)
+    alpha = sq.spent_alpha(ctx.alpha, k)
+    t = shift_test(
+        control,
+        experiment,
+        direction=c.direction,
+        alpha=alpha,
         effect_tolerance=c.effect_tolerance,
         min_points=c.min_points,
-        window=common.since_stage(ctx, c.window),
-        step=c.step,
     )
-    samples = min(result.n_control, result.n_experiment)
-    if result.classification == "NoData":
-        if samples == 0:
-            raise common.NoVerdict(f"no data: {describe(result)}")
-        raise common.NoVerdict(describe(result), samples=samples, needed=c.min_points)
-    return common.gate_result(
+    if t.shown is None:
+        if t.samples == 0:
+            raise common.NoVerdict(f"no data: {t.reason}")
+        gathering = t.samples < c.min_points
+        raise common.NoVerdict(
+            t.reason,
+            samples=t.samples if gathering else None,
+            needed=t.needed if gathering else None,
+        )
+    return shown.result(
         gate.name,
-        Verdict.FAIL if result.failed else Verdict.PASS,
-        value=result.hodges_lehmann,
-        reason=describe(result),
-        limits=limits(gate),
-        samples=samples,
-        needed=c.min_points,
+        t.shown,
+        value=t.estimate,
+        interval=t.interval,
+        alpha=alpha,
+        limits=t.limits,
+        reason=f"look {k}: {t.reason}",
+        samples=t.samples,
+        need=lambda: t.needed or float(t.samples + 1),
+        floor=c.min_points,
     )
 
 
@@ -77,13 +92,6 @@ def _counter(expr: str, ctx: common.GateContext, role: str, window: str) -> str:
     if _BARE_METRIC.fullmatch(expr):
         return f"sum(increase({expr}{common.version_selector(ctx, role)}[{window}]))"
     return common.render(expr, variables(ctx, role, window=window))
-
-
-def _previous_p(gate: MetricGate, ctx: common.GateContext) -> float | None:
-    for r in ctx.previous:
-        if r.metric == gate.name and r.value is not None and 0.0 <= r.value <= 1.0:
-            return r.value
-    return None
 
 
 def _summary(
@@ -105,56 +113,89 @@ def _summary(
     )
 
 
+def _size(s: stats.Summary) -> float:
+    return s.trials if isinstance(s, stats.ProportionSummary) else s.n
+
+
+def _scaled(s: stats.Summary, factor: float) -> stats.Summary:
+    """The same rate or mean and spread over ``factor`` times the observations."""
+    if isinstance(s, stats.ProportionSummary):
+        return stats.ProportionSummary(s.successes * factor, s.trials * factor)
+    return stats.MeanSummary(s.n * factor, s.sum * factor, s.sum_sq * factor)
+
+
+def _difference(control: stats.Summary, experiment: stats.Summary) -> tuple[float, float]:
+    """(candidate - stable, its plug-in variance)."""
+    if isinstance(control, stats.ProportionSummary) and isinstance(
+        experiment, stats.ProportionSummary
+    ):
+        return sq.proportion_difference(
+            experiment.successes, experiment.trials, control.successes, control.trials
+        )
+    assert isinstance(control, stats.MeanSummary)
+    assert isinstance(experiment, stats.MeanSummary)
+    return sq.mean_difference(
+        (experiment.n, experiment.sum, experiment.sum_sq), (control.n, control.sum, control.sum_sq)
+    )
+
+
 def _evaluate_msprt(gate: MetricGate, source: MetricSource, ctx: common.GateContext) -> GateResult:
     c = _spec(gate)
     assert c.tau is not None
-    previous = _previous_p(gate, ctx)
+    tau = c.tau
     window = common.since_stage(ctx, None)
-    try:
-        control = _summary(c, source, ctx, "stable", window)
-        experiment = _summary(c, source, ctx, "candidate", window)
-    except common.NoVerdict as exc:
-        exc.value = previous  # the state survives a failed look
-        raise
-    r = stats.msprt_update(
-        None if previous is None else stats.MSPRTState(previous),
-        control,
-        experiment,
-        tau=c.tau,
-        alpha=c.alpha,
-        direction=c.direction,
-        burn_in=c.burn_in,
-    )
+    control = _summary(c, source, ctx, "stable", window)
+    experiment = _summary(c, source, ctx, "candidate", window)
+    n_c, n_e = _size(control), _size(experiment)
+    burn_in = max(c.burn_in, 2)
+    if min(n_c, n_e) < burn_in:
+        arm = "stable" if n_c < n_e else "candidate"
+        raise common.NoVerdict(
+            f"burn-in: {min(n_c, n_e):g} < {burn_in:g} ({arm})",
+            samples=min(n_c, n_e),
+            needed=burn_in,
+        )
+    bounds = limits(gate)
+
+    def cs(factor: float) -> sq.Interval:
+        estimate, variance = _difference(_scaled(control, factor), _scaled(experiment, factor))
+        return sq.normal_mixture_cs(estimate, variance, ctx.alpha, tau=tau)
+
+    estimate, _ = _difference(control, experiment)
+    interval = cs(1.0)
+    outcome = shown.judge(interval, bounds)
+    # The mSPRT's p against "no difference" at this look (cheap; for the reader only).
+    p = stats.msprt_update(
+        None, control, experiment, tau=tau, alpha=ctx.alpha, direction=c.direction, burn_in=burn_in
+    ).always_valid_p
     kind = "rate" if isinstance(control, stats.ProportionSummary) else "mean"
 
     def level(s: stats.Summary) -> str:
         if isinstance(s, stats.ProportionSummary):
-            return f"{s.successes / s.trials:.4g}" if s.trials else "-"
-        return f"{s.mean:.4g}" if s.n else "-"
+            return f"{s.successes / s.trials:.4g}"
+        return f"{s.mean:.4g}"
 
     reason = (
-        f"always-valid p {r.always_valid_p:.4g} (alpha {c.alpha:g}); candidate {kind} "
-        f"{level(experiment)} over {r.n_experiment:.0f} vs stable {level(control)} over "
-        f"{r.n_control:.0f} since {window} ago"
+        f"candidate {kind} {level(experiment)} over {n_e:.0f} vs stable {level(control)} over "
+        f"{n_c:.0f} since {window} ago: difference {estimate:+.4g}, "
+        f"{shown.level_text(ctx.alpha)} confidence sequence [{interval.lower:+.4g}, "
+        f"{interval.upper:+.4g}] against the margin {common.min_max_text(bounds)} "
+        f"({c.direction} is harmful); mSPRT p {p:.3g} against no difference"
     )
-    if r.effect is not None:
-        reason += f"; effect {r.effect:+.4g}"
-    if r.reason:
-        reason += f"; {r.reason}"
-    if r.decision == "reject":
-        verdict = Verdict.FAIL
-    elif r.statistic is None and r.reason and r.reason.startswith("burn-in"):
-        verdict = Verdict.INCONCLUSIVE
-    else:
-        verdict = Verdict.PASS  # no evidence of harm so far; zero variance too
-    return common.gate_result(
+    samples = min(n_c, n_e)
+    return shown.result(
         gate.name,
-        verdict,
-        value=r.always_valid_p,
+        outcome,
+        value=estimate,
+        interval=interval,
+        alpha=ctx.alpha,
+        limits=bounds,
         reason=reason,
-        limits=limits(gate),
-        samples=min(r.n_control, r.n_experiment),
-        needed=c.burn_in,
+        samples=samples,
+        need=lambda: shown.needed(
+            lambda n: shown.judge(cs(n / samples), bounds) != sq.Shown.NOT_YET, samples
+        ),
+        floor=burn_in,
     )
 
 
@@ -206,8 +247,5 @@ def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
 def limit_text(gate: MetricGate) -> str:
     c = _spec(gate)
     if c.mode == "msprt":
-        return f"always-valid p min {c.alpha:g} ({c.direction} is harmful, tau {c.tau:g})"
-    return (
-        f"no {c.direction} beyond {c.effect_tolerance:.0%} of stable's median "
-        f"at {c.confidence:.0%} confidence"
-    )
+        return f"no {c.direction} beyond {c.tau:g} shown (anytime-valid)"
+    return f"no {c.direction} beyond {c.effect_tolerance:.0%} of stable's median (equivalence)"

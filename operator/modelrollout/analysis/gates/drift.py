@@ -1,17 +1,25 @@
 """``drift``: the candidate's input or output distribution against stable's (or a baseline).
 
 The two distributions come as histograms (``sum by (le)``) or as a counter by a label
-(``sum by (by)``); PSI, Jensen-Shannon distance, KS or chi-square (``stats.drift``)
-measure the shift, and the gate's min or max limits it. ``judge_drift`` is pure and
-shared with ``modelrollout analyze``.
+(``sum by (by)``), counted since the stage start. PSI, Jensen-Shannon distance or KS D
+(``stats.drift``) measure the shift; a confidence sequence at the gate's level says
+whether it is shown within the gate's ``max``, shown beyond it, or not yet either
+(``sequential.psi_cs``, ``js_cs``, ``ks_bounds``). The p-value methods (``chi2``, ``ks``
+with ``min``) become a test of "the distributions differ" (an e-value) against one of
+"they are within PSI 0.1" (``EQUIVALENT_PSI``). ``judge_drift`` is pure and shared with
+``modelrollout analyze``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
+
+from modelrollout.analysis import sequential as sq
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates import common
+from modelrollout.analysis.gates import common, shown
 from modelrollout.analysis.source import MetricSource, Sample
 from modelrollout.api.gates import DriftGate, MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -35,8 +43,17 @@ def _spec(gate: MetricGate) -> DriftGate:
 limits = common.own_limits
 
 
+#: The equivalence margin of the p-value methods: shown PSI at or below it passes.
+EQUIVALENT_PSI = 0.1
+
+
 def window(gate: MetricGate, ctx: common.GateContext) -> str:
-    return common.window_or_interval(ctx, _spec(gate).window)
+    return common.since_stage(ctx, _spec(gate).window)
+
+
+def _uses_p_value(method: stats.DriftMethod, limits: common.Limits) -> bool:
+    lo, hi = limits
+    return method == "chi2" or (method == "ks" and lo is not None and hi is None)
 
 
 def judge_drift(
@@ -46,14 +63,18 @@ def judge_drift(
     method: stats.DriftMethod,
     min_samples: int,
     limits: common.Limits,
+    alpha: float,
     *,
     context: str = "",
 ) -> GateResult:
-    """The verdict on two count vectors on the same bins (pure).
+    """The verdict on two count vectors on the same bins (pure), a test at level ``alpha``.
 
-    The value is the statistic (PSI, JS distance, KS D), or the p-value for chi2 and for
-    ks gated with a min only. Too few observations on a side is inconclusive, with the
-    smaller side's count as samples. ``DistributionMismatch`` for malformed counts.
+    ``psi``, ``js``, ``ks`` with ``max``: the measure's confidence sequence against the
+    max (value: the plug-in). ``chi2`` and ``ks`` with ``min`` (on a p-value): Fail when
+    the homogeneity e-value reaches ``1 / level`` (level: the smaller of ``alpha`` and
+    the gate's ``min``), Pass when the PSI CS's upper end is at most ``EQUIVALENT_PSI``;
+    the value is the plug-in p-value. Too few observations on a side is gathering
+    evidence. ``DistributionMismatch`` for malformed counts.
     """
     r = stats.drift(reference, candidate, method, min_samples)
     samples = min(r.reference_n, r.candidate_n)
@@ -68,26 +89,103 @@ def judge_drift(
             samples=samples,
             needed=min_samples,
         )
-    lo, hi = limits
-    use_p = method == "chi2" or (method == "ks" and lo is not None and hi is None)
-    value = r.p_value if use_p and r.p_value is not None else r.value
+    ref = np.asarray(reference, dtype=float)
+    cand = np.asarray(candidate, dtype=float)
     text = f"{method} {r.value:.6g}"
     if r.p_value is not None:
         text += f", p-value {r.p_value:.4g}"
-    return common.gate_result(
+    lo, hi = limits
+
+    if _uses_p_value(method, limits):
+        level = min(alpha, lo) if lo is not None and 0 < lo < 1 else alpha
+
+        def judged(factor: float) -> tuple[sq.Shown, float, sq.Bounds]:
+            e = sq.homogeneity_e_value(ref * factor, cand * factor)
+            psi = _measure_cs("psi", ref * factor, cand * factor, level, EQUIVALENT_PSI)
+            if e >= 1 / level:
+                return sq.Shown.BAD, e, psi
+            if psi.upper <= EQUIVALENT_PSI:
+                return sq.Shown.GOOD, e, psi
+            return sq.Shown.NOT_YET, e, psi
+
+        outcome, e_value, psi = judged(1.0)
+        reason = (
+            f"{text}; e-value {e_value:.4g} against 'same distribution' (fails at "
+            f"{1 / level:.4g}), {shown.level_text(level)} PSI confidence sequence "
+            f"[{psi.lower:.4g}, {psi.upper:.4g}] (passes at or below {EQUIVALENT_PSI:g}); "
+            f"{counts}{where}"
+        )
+        return shown.result(
+            name,
+            outcome,
+            value=r.p_value,
+            interval=sq.Interval(math.nan, math.nan),
+            alpha=level,
+            limits=limits,
+            reason=reason,
+            samples=samples,
+            need=_need(lambda f: judged(f)[0], samples),
+            floor=min_samples,
+        )
+
+    def bounds(factor: float) -> sq.Bounds:
+        tau = hi if hi is not None and hi > 0 else 0.1
+        r_, c_ = ref * factor, cand * factor
+        if method == "ks":
+            return sq.ks_bounds(r_, c_, alpha)
+        return _measure_cs(method, r_, c_, alpha, tau)
+
+    b = bounds(1.0)
+    reason = (
+        f"{text}; {shown.level_text(alpha)} confidence sequence [{b.lower:.4g}, "
+        f"{b.upper:.4g}]; {counts}{where}"
+    )
+    return shown.result(
         name,
-        common.within(value, limits),
-        value=value,
-        reason=f"{text}; {counts}{where}",
+        shown.judge(b.interval, limits),
+        value=r.value,
+        interval=b.interval,
+        alpha=alpha,
         limits=limits,
+        reason=reason,
         samples=samples,
-        needed=min_samples,
+        need=_need(lambda f: shown.judge(bounds(f).interval, limits), samples),
+        floor=min_samples,
     )
 
 
+def _measure_cs(
+    method: str, reference: np.ndarray, candidate: np.ndarray, alpha: float, tau: float
+) -> sq.Bounds:
+    """PSI's or JS distance's CS: the asymptotic one (``psi_cs``, ``js_cs``) and the exact
+    per-bin bounds, each at ``alpha / 2``, intersected (union bound). The first is tight
+    for well-filled bins, the second where a bin is (nearly) empty on one side (a new
+    category), where the delta method's variance explodes."""
+    if method == "psi":
+        delta = sq.psi_cs(reference, candidate, alpha / 2, tau=tau)
+        exact = sq.psi_bounds(reference, candidate, alpha / 2)
+    else:
+        delta = sq.js_cs(reference, candidate, alpha / 2, tau=tau)
+        exact = sq.js_bounds(reference, candidate, alpha / 2)
+    return sq.Bounds(max(delta.lower, exact.lower), delta.estimate, min(delta.upper, exact.upper))
+
+
+def _need(outcome: Callable[[float], sq.Shown], samples: float) -> Callable[[], float]:
+    """``neededSamples``: the counts scaled up until the test decides."""
+
+    def need() -> float:
+        return shown.needed(lambda n: outcome(n / samples) != sq.Shown.NOT_YET, samples)
+
+    return need
+
+
 def drift_queries(d: DriftGate, ctx: common.GateContext) -> tuple[str, str]:
-    """(reference, candidate) PromQL of a drift gate, with the rollout's values filled in."""
-    win = common.window_or_interval(ctx, d.window)
+    """(reference, candidate) PromQL of a drift gate, with the rollout's values filled in.
+
+    Both sides count since the stage start (a sequential test on cumulative counts)
+    unless ``window`` is set.
+    """
+    win = common.since_stage(ctx, d.window)
 
     def query(role: str, span: str, offset: str | None) -> str:
         variables = ctx.variables(role)
@@ -153,7 +251,14 @@ def evaluate(gate: MetricGate, source: MetricSource, ctx: common.GateContext) ->
     else:
         against = f"against {ctx.stable_version}"
     return judge_drift(
-        gate.name, ref, cand, d.method, d.min_samples, common.own_limits(gate), context=against
+        gate.name,
+        ref,
+        cand,
+        d.method,
+        d.min_samples,
+        common.own_limits(gate),
+        ctx.alpha,
+        context=against,
     )
 
 
@@ -168,6 +273,6 @@ def queries(gate: MetricGate, ctx: common.GateContext) -> common.Plot:
 
 def limit_text(gate: MetricGate) -> str:
     d = _spec(gate)
-    p_value = d.method == "chi2" or (d.method == "ks" and gate.max is None)
-    measure = f"{d.method} p-value" if p_value else d.method
-    return f"{measure} {common.min_max_text(common.own_limits(gate))}"
+    if _uses_p_value(d.method, common.own_limits(gate)):
+        return f"{d.method}: differ (e-value) or within PSI {EQUIVALENT_PSI:g}"
+    return f"{d.method} {common.min_max_text(common.own_limits(gate))} (anytime-valid)"
