@@ -12,6 +12,7 @@ from modelrollout.api.status import GateResult, ModelRolloutStatus, Verdict
 from modelrollout.engine import (
     Decision,
     Observations,
+    Preflight,
     Request,
     RequestVerb,
     TrafficState,
@@ -78,7 +79,11 @@ class Sim:
         deleting: bool = False,
         route: TrafficState | None = None,
         auto_results: Sequence[GateResult] | None = None,
+        preflight: Preflight | None = None,
+        traffic_error: str | None = None,
     ) -> Decision:
+        """One decide, as the shell calls it. A preflight the plan asks for passes unless
+        ``preflight`` says otherwise."""
         self.now += timedelta(seconds=seconds)
         if (
             results is None
@@ -86,6 +91,8 @@ class Sim:
             and plan(self.spec, self.status, self.now).check_due
         ):
             results = auto_results
+        if preflight is None and plan(self.spec, self.status, self.now).preflight:
+            preflight = Preflight()
         req = None
         if request is not None:
             self.seq += 1
@@ -94,8 +101,11 @@ class Sim:
             generation=1,
             request=req,
             analysis=list(results) if results is not None else None,
-            traffic=route or self.route,
+            traffic=None if traffic_error else route or self.route,
+            traffic_error=traffic_error,
             deleting=deleting,
+            preflight=preflight,
+            retry_every=10,
         )
         d = decide(self.spec, self.status, obs, self.now)
         self.status = ModelRolloutStatus.model_validate(d.status)

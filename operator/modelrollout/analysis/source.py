@@ -47,6 +47,11 @@ class QueryRefused(SourceError):
 
     kind = "refused"
 
+    def __init__(self, message: str, *, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        """Prometheus's ``errorType``: ``bad_data`` (it does not parse) or ``execution``."""
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -266,7 +271,7 @@ def error_for(status: int, body: Any, *, where: str = "prometheus") -> SourceErr
     if 400 <= status < 500 and error_type in ("bad_data", "execution"):
         if error_type == "bad_data" and isinstance(body.get("error"), str):
             text += ": " + printable(body["error"], limit=ERROR_TEXT_LIMIT)
-        return QueryRefused(text)
+        return QueryRefused(text, error_type=error_type)
     if status == 200 and error_type is None:
         return SourceUnreachable(f"{text}, but not a Prometheus API answer")
     return SourceUnreachable(text)

@@ -99,6 +99,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         status=KubeStatusWriter(),
         events=KubeEventSink(),
         observe=cfg.metrics.observe,
+        retry_every=cfg.tick,
     )
 
 

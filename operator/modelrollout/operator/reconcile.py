@@ -8,7 +8,9 @@ driven directly in tests. The order is fixed:
    cluster admin did not allow is refused the same way, before any request is
    made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due;
+3. before a new candidate gets any traffic, send each gate's query to Prometheus once
+   (the preflight: a refused query is ``InvalidGate``, no answer waits in ``Pending``);
+   else run the gates if a check is due;
 4. ``engine.decide``;
 5. make the route hold the decision's traffic intent;
 6. one status merge patch, skipped when nothing changed;
@@ -26,17 +28,26 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import context_for, evaluate
-from modelrollout.analysis.policy import Refused
-from modelrollout.analysis.source import MetricSource
+from modelrollout.analysis.gates import (
+    GateContext,
+    TemplateError,
+    context_for,
+    evaluate,
+    preflight_queries,
+)
+from modelrollout.analysis.policy import Refused, printable
+from modelrollout.analysis.source import MetricSource, QueryRefused, SourceError
 from modelrollout.api.base import REQUEST_ANNOTATION
+from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase
+from modelrollout.api.status import REASON_REFUSED, ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
     Event,
     EventType,
+    GateRefusal,
     Observations,
+    Preflight,
     Request,
     TrafficIntent,
     TrafficState,
@@ -73,6 +84,8 @@ class Adapters:
         default=lambda: datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     )
     observe: Callable[[dict[str, Any], Decision, float], None] | None = None
+    retry_every: float | None = None
+    """Seconds between reconciles (the timer's tick), for "retrying every Ns"."""
 
 
 def names_for(
@@ -135,10 +148,11 @@ def reconcile(
             traffic_error = str(exc)
 
     results = None
+    preflight: Preflight | None = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and source is not None:
+    if (p.check_due or p.preflight) and traffic_error is None and source is not None:
         # The plan's versions and stage: what this check measures, which the status
-        # may not say yet (a check due as a stage begins).
+        # may not say yet (a check due as a stage begins, a candidate not yet started).
         ctx = context_for(
             spec,
             status,
@@ -148,7 +162,10 @@ def reconcile(
             stable_version=p.stable_version,
             stage=p.stage or "",
         )
-        results = evaluate(list(p.gates), source, ctx)
+        if p.preflight:
+            preflight = run_preflight(p.gates, source, ctx)
+        else:
+            results = evaluate(list(p.gates), source, ctx)
 
     obs = Observations(
         generation=generation,
@@ -157,6 +174,8 @@ def reconcile(
         traffic=traffic,
         traffic_error=traffic_error,
         deleting=deleting,
+        preflight=preflight,
+        retry_every=adapters.retry_every,
     )
     decision = decide(spec, status, obs, now)
 
@@ -180,6 +199,38 @@ def reconcile(
     if adapters.observe is not None:
         adapters.observe(body, decision, time.monotonic() - started)
     return decision
+
+
+def run_preflight(
+    gates: tuple[MetricGate, ...], source: MetricSource, ctx: GateContext
+) -> Preflight:
+    """Send each gate's rendered query once; what came back, as the engine reads it.
+
+    A query that does not parse (``bad_data``), or a template naming an unknown
+    placeholder, is the gate's fault: it is refused. An ``execution`` error is let
+    through: the query parses, and whether it runs may depend on data not there yet
+    (the check says so then, as "query refused"). No answer at all stops the preflight:
+    the rest would go unanswered too.
+    """
+    refused: list[GateRefusal] = []
+    for gate in gates:
+        try:
+            promqls = preflight_queries(gate, ctx)
+        except (TemplateError, ValueError) as exc:
+            refused.append(GateRefusal(gate.name, printable(str(exc), limit=200)))
+            continue
+        for promql in promqls:
+            try:
+                source.instant(promql)
+            except QueryRefused as exc:
+                if exc.error_type == "execution":
+                    continue
+                reason = f"{REASON_REFUSED}{printable(str(exc), limit=300)}"
+                refused.append(GateRefusal(gate.name, reason))
+                break
+            except SourceError as exc:
+                return Preflight(refused=tuple(refused), unreachable=printable(str(exc), limit=200))
+    return Preflight(refused=tuple(refused))
 
 
 def _apply(

@@ -42,6 +42,7 @@ from modelrollout.analysis.gates.registry import (
     evaluator_for,
     kind_name,
     limit_text,
+    preflight_queries,
     queries,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "evaluator_for",
     "kind_name",
     "limit_text",
+    "preflight_queries",
     "previous_results",
     "queries",
     "render",
