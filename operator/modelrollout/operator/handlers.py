@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy, Refused
-from modelrollout.analysis.source import MetricSource, PrometheusSource
+from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.operator.kube import KubeEventSink, KubeStatusWriter, load_config, routers
 from modelrollout.operator.metrics import OperatorMetrics
@@ -34,6 +34,8 @@ class RunConfig:
     """Credential files per address; an address named here is allowed too. A token is
     only ever sent to the address it is listed under."""
     tick: float = 5.0
+    prometheus_timeout: float = 10.0
+    """Longest wait for one answer: a slower Prometheus is no answer (inconclusive)."""
     peering: str | None = None
     priority: int = 0
     peering_lifetime: int = 60
@@ -80,6 +82,8 @@ def source_of(allowed: Allowed, cfg: RunConfig) -> PrometheusSource:
         headers={"Authorization": f"Bearer {token}"} if token else None,
         auth=(user, password) if basic is not None else None,
         ca_bundle=creds.ca_file,
+        timeout=cfg.prometheus_timeout,
+        stale_after=STALE_AFTER,
         observe=cfg.metrics.observe_query,
     )
 

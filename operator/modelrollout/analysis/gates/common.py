@@ -18,7 +18,13 @@ from datetime import datetime
 from typing import NamedTuple
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.source import MetricSource, QueryRefused, Sample, SourceError
+from modelrollout.analysis.source import (
+    IncompleteAnswer,
+    MetricSource,
+    QueryRefused,
+    Sample,
+    SourceError,
+)
 from modelrollout.api.base import parse_duration, parse_ts
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
@@ -336,6 +342,8 @@ def ask(source: MetricSource, promql: str) -> list[Sample]:
         return source.instant(promql)
     except QueryRefused as exc:
         raise NoVerdict(f"{REASON_REFUSED}{exc}") from exc
+    except IncompleteAnswer as exc:
+        raise NoVerdict(f"incomplete answer: {exc}") from exc
     except SourceError as exc:
         raise NoVerdict(f"{REASON_UNREACHABLE}{exc}") from exc
 
