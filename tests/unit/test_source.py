@@ -277,3 +277,15 @@ def test_a_fresh_answer_passes_the_staleness_check_and_carries_its_time(
     assert sample.value == 1.5
     assert sample.at is not None
     assert time.time() - sample.at < 60
+
+
+def test_a_prometheus_slower_than_the_timeout_is_said_to_time_out(
+    serve: Callable[..., Server],
+) -> None:
+    def slow(_: str) -> tuple[int, str, str]:
+        time.sleep(1.5)
+        return fresh()
+
+    source = PrometheusSource(serve(slow).url, timeout=0.5)
+    with pytest.raises(SourceUnreachable, match=r"timed out after 0\.5s"):
+        source.instant("up")

@@ -290,7 +290,10 @@ class PrometheusSource:
             except requests.Timeout as exc:
                 raise SourceUnreachable(self._say(f"timed out after {self.timeout:g}s")) from exc
             except requests.RequestException as exc:
-                raise SourceUnreachable(self._say(_connection_reason(exc))) from exc
+                reason = _connection_reason(exc)
+                if reason == "timed out":  # a read timeout, after urllib3's one retry
+                    reason = f"timed out after {self.timeout:g}s"
+                raise SourceUnreachable(self._say(reason)) from exc
             body = _json(response)
             ok = response.status_code == 200 and isinstance(body, dict)
             if ok and body.get("status") == "success":
@@ -350,6 +353,7 @@ _CONNECTION_REASONS = (
     ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
     ("SSLError", "TLS handshake failed"),
     ("Connection reset", "connection reset"),
+    ("timed out", "timed out"),
     ("RemoteDisconnected", "connection closed without an answer"),
 )
 
