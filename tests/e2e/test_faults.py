@@ -148,7 +148,7 @@ def test_twenty_kill_9_at_random_moments_leave_every_step_once_in_order(world: W
     rng = random.Random(seed)
     world.model("killed")
     op = world.operator()
-    long = json.loads(json.dumps(SIX_STEPS).replace('"12s"', '"40s"'))
+    long = json.loads(json.dumps(SIX_STEPS).replace('"12s"', '"75s"'))
     world.apply(m.rollout("killed", world.ns, strategy=long))
     world.wait_status("killed", weight_is(20), 90, "weight 20")
     # When the operator is killed with SIGKILL twenty times, at random moments
@@ -165,7 +165,7 @@ def test_twenty_kill_9_at_random_moments_leave_every_step_once_in_order(world: W
             f"the canary ended after {kills} kills: make it longer (seed {seed})"
         )
     # Then it ends promoted, each weight set once and in order
-    status = world.wait_phase("killed", "Succeeded", timeout=180)
+    status = world.wait_phase("killed", "Succeeded", timeout=300)
     assert steps_once_in_order(status) == WEIGHTS, f"seed {seed}"
     assert [r for r, _ in history(status)].count("Promoted") == 1
     assert world.reasons("killed").count("Promoted") <= 1
