@@ -9,7 +9,9 @@ in kopf's ``memo``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,22 @@ class RunConfig:
     kubeconfig: str | None = None
     context: str | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+
+
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, kept as a digest of it.
+
+    kopf stores the object's whole essence (its spec) in an annotation to tell a change
+    from none. Annotations are capped at 256 KiB in all, so a large spec the API server
+    accepted (a long query, a megabyte of text) made every kopf patch of that object fail
+    and the rollout never got a status. No handler here reads a diff (a timer drives
+    the rollout from its status), so a digest tells "changed" from "same" as well.
+    """
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def plain(x: Any) -> Any:
@@ -120,7 +138,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.finalizer = f"{GROUP}/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = DigestDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.enabled = False  # our own Events say what was decided; kopf's say less
