@@ -52,6 +52,7 @@ from modelrollout_devenv.procs import (
     Supervisor,
     free_port,
     http_probe,
+    wait_until,
 )
 
 __all__ = ["KubectlError", "LocalCluster"]
@@ -192,6 +193,36 @@ class LocalCluster:
         self._started = False
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def restart(self, component: str, *, down_for: float = 0.0) -> float:
+        """Stop one control-plane process and start it again, as a crash and a restart.
+
+        ``component`` is ``etcd`` or ``kube-apiserver``: same flags, port and data, so
+        every client's address still holds. Returns the seconds from the stop until it
+        was ready again (``down_for`` is spent down, on purpose, within them).
+        """
+        if component not in ("etcd", "kube-apiserver"):
+            raise ValueError(f"cannot restart {component!r}: etcd or kube-apiserver")
+        process = self._supervisor.get(component)
+        begin = time.monotonic()
+        process.stop(timeout=10)
+        time.sleep(down_for)
+        process.start()
+        if component == "etcd":
+            probe = http_probe(
+                f"http://{_HOST}:{self.etcd_port}/health",
+                expect=lambda _s, body: b'"health":"true"' in body,
+            )
+        else:
+            probe = http_probe(f"{self.server}/readyz", ssl_context=self._admin_ssl_context())
+        process.wait_ready(probe, self.start_timeout, "to be ready again")
+        if component == "etcd":  # the API server must see etcd again, too
+            wait_until(
+                http_probe(f"{self.server}/readyz", ssl_context=self._admin_ssl_context()),
+                self.start_timeout,
+                what="kube-apiserver /readyz after etcd came back",
+            )
+        return time.monotonic() - begin
 
     def __enter__(self) -> Self:
         return self.start()

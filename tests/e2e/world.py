@@ -66,10 +66,10 @@ class World:
         return stack.start()
 
     def operator(self, **kw: Any) -> OperatorProcess:
+        kw.setdefault("prometheus", self.prometheus.url)
         op = OperatorProcess(
             self.cluster,
             self.work_dir / f"operator-{len(self.operators)}",
-            prometheus=self.prometheus.url,
             namespaces=[self.ns],
             **kw,
         )

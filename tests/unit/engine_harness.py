@@ -12,6 +12,7 @@ from modelrollout.api.status import GateResult, ModelRolloutStatus, Verdict
 from modelrollout.engine import (
     Decision,
     Observations,
+    Preflight,
     Request,
     RequestVerb,
     TrafficState,
@@ -80,11 +81,17 @@ class Sim:
         deleting: bool = False,
         route: TrafficState | None = None,
         auto_results: Sequence[GateResult] | None = None,
+        preflight: Preflight | None = None,
+        traffic_error: str | None = None,
     ) -> Decision:
+        """One decide, as the shell calls it. A preflight the plan asks for passes unless
+        ``preflight`` says otherwise."""
         self.now += timedelta(seconds=seconds)
         p = plan(self.spec, self.status, self.now)
         if results is None and auto_results is not None and p.check_due:
             results = auto_results
+        if preflight is None and plan(self.spec, self.status, self.now).preflight:
+            preflight = Preflight()
         req = None
         if request is not None:
             self.seq += 1
@@ -93,9 +100,12 @@ class Sim:
             generation=1,
             request=req,
             analysis=list(results) if results is not None else None,
-            traffic=route or self.route,
+            traffic=None if traffic_error else route or self.route,
+            traffic_error=traffic_error,
             deleting=deleting,
             replicas={v: self.replicas.get(v) for v in p.read_replicas},
+            preflight=preflight,
+            retry_every=10,
         )
         d = decide(self.spec, self.status, obs, self.now)
         self.status = ModelRolloutStatus.model_validate(d.status)

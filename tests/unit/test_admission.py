@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.api.status import ModelRolloutStatus, Phase
-from modelrollout.engine import Admission, Observations, Request, RequestVerb, decide
+from modelrollout.engine import Admission, Observations, Preflight, Request, RequestVerb, decide
 from modelrollout.engine.admission import Slot, admit, summarize, waiting_message
 
 from .engine_harness import FAIL, Sim, make_spec
@@ -184,7 +184,12 @@ def test_a_waiting_rollout_updates_its_place_quietly_and_starts_when_admitted() 
     assert sim.status.waiting_since == since, "the place in line keeps its time"
     assert sim.status.message is not None
     assert "1st in line" in sim.status.message
-    d = decide(sim.spec, sim.status, Observations(admission=Admission(True)), sim.now)
+    d = decide(
+        sim.spec,
+        sim.status,
+        Observations(admission=Admission(True), preflight=Preflight()),
+        sim.now,
+    )
     sim.status = ModelRolloutStatus.model_validate(d.status)
     assert sim.status.phase == Phase.PROGRESSING
     assert sim.status.waiting_since is None
@@ -195,7 +200,7 @@ def test_a_new_candidate_mid_rollout_keeps_the_slot_it_holds() -> None:
     sim = Sim(make_spec())
     sim.tick()
     sim.spec = make_spec(candidate={"version": "v3"})
-    d = decide(sim.spec, sim.status, Observations(admission=HELD), sim.now)
+    d = decide(sim.spec, sim.status, Observations(admission=HELD, preflight=Preflight()), sim.now)
     assert d.events[0].reason == "CandidateReplaced"
 
 

@@ -7,10 +7,24 @@ from typing import Any
 
 import pytest
 
-from modelrollout.api.status import Phase, Stage, Verdict
-from modelrollout.engine import RequestVerb, TrafficState, plan
+from modelrollout.api.status import GateResult, ModelRolloutStatus, Phase, Stage, Verdict
+from modelrollout.engine import (
+    GateRefusal,
+    Observations,
+    Preflight,
+    RequestVerb,
+    TrafficState,
+    decide,
+    plan,
+)
 
-from .engine_harness import FAIL, NODATA, PASS, Sim, gate, make_spec
+from .engine_harness import FAIL, NODATA, PASS, T0, Sim, gate, make_spec
+
+ANALYSIS: dict[str, Any] = {
+    "interval": "30s",
+    "failureLimit": 2,
+    "metrics": [{"name": "p99-latency", "latency": {}, "max": 0.5}],
+}
 
 SHADOW_THEN_CANARY: dict[str, Any] = {
     "shadow": {"mirrorPercent": 50, "duration": "2m"},
@@ -704,3 +718,185 @@ def test_the_plan_asks_for_the_old_versions_replicas_only_when_a_scale_down_is_d
     sim.run(70)
     assert plan(sim.spec, sim.status, sim.now).read_replicas == ()
     assert plan(sim.spec, sim.status, sim.now + timedelta(minutes=1)).read_replicas == ("v1",)
+
+
+# ------------------------------------------------------------------ preflight and messages
+
+REFUSED = Preflight(
+    refused=(GateRefusal("p99-latency", "query refused: HTTP 400 bad_data: 1:7: parse error"),)
+)
+UNREACHABLE = Preflight(unreachable="prometheus at http://prom:9090: connection refused")
+
+
+def test_a_new_candidate_is_preflighted_with_every_gate_of_every_stage_before_any_traffic() -> None:
+    spec = make_spec(
+        strategy=SHADOW_THEN_CANARY,
+        analysis={
+            "interval": "30s",
+            "metrics": [
+                {"name": "p99-latency", "latency": {}, "max": 0.5},
+                {"name": "late", "query": "x", "max": 1, "stages": ["canary"]},
+            ],
+        },
+    )
+    p = plan(spec, Sim(spec).status, T0)
+    assert (p.preflight, p.check_due) == (True, False)
+    assert [g.name for g in p.gates] == ["p99-latency", "late"]
+    assert (p.candidate_version, p.stable_version, p.stage) == ("v2", "v1", "shadow")
+
+
+def test_a_rollout_without_gates_needs_no_preflight() -> None:
+    spec = make_spec(analysis={"interval": "30s", "metrics": []})
+    assert not plan(spec, Sim(spec).status, T0).preflight
+    sim = Sim(spec)
+    sim.tick(preflight=None)
+    assert sim.status.phase == Phase.PROGRESSING
+
+
+@pytest.mark.parametrize(
+    ("preflight", "phase", "reason", "said", "events"),
+    [
+        pytest.param(
+            REFUSED, Phase.FAILED, "InvalidGate", "gate p99-latency: query refused: HTTP 400",
+            ["InvalidGate"], id="refused-query-fails-with-invalid-gate",
+        ),
+        pytest.param(
+            UNREACHABLE, Phase.PENDING, "PrometheusUnreachable",
+            "connection refused; retrying every 10s", ["PrometheusUnreachable"],
+            id="no-answer-waits-pending",
+        ),
+        pytest.param(
+            None, Phase.PENDING, "Preflight", "sending each gate's query to Prometheus",
+            [], id="no-preflight-run-waits-pending",
+        ),
+    ],
+)  # fmt: skip
+def test_a_preflight_that_does_not_pass_moves_no_traffic_and_says_why(
+    preflight: Preflight | None, phase: Phase, reason: str, said: str, events: list[str]
+) -> None:
+    sim = Sim(make_spec())
+    if preflight is None:  # the shell ran none: the engine does not start without one
+        obs = Observations(traffic=TrafficState(0, 0))
+        d = decide(sim.spec, sim.status, obs, sim.now)
+        sim.status = ModelRolloutStatus.model_validate(d.status)
+    else:
+        d = sim.tick(preflight=preflight)
+    assert sim.status.phase == phase
+    assert said in (sim.status.message or "")
+    assert (sim.status.weights.candidate, sim.status.mirror_percent) == (0, 0)
+    assert sim.status.candidate_version is None
+    assert d.traffic is not None
+    assert (d.traffic.candidate_version, d.traffic.candidate_weight) == (None, 0)
+    assert [e.reason for e in d.events] == events
+    ready = {c.type: c for c in sim.status.conditions}["Ready"]
+    assert (ready.status, ready.reason) == ("False", reason)
+
+
+def test_the_same_refusal_again_changes_nothing_and_a_fixed_gate_starts_the_rollout() -> None:
+    sim = Sim(make_spec())
+    sim.tick(preflight=REFUSED)
+    again = sim.tick(seconds=5, preflight=REFUSED)
+    assert again.events == []
+    assert sim.status.phase == Phase.FAILED
+    d = sim.tick(seconds=5)  # the manifest was fixed: the next preflight passes
+    assert sim.status.phase == Phase.PROGRESSING
+    assert sim.status.weights.candidate == 10
+    assert [e.reason for e in d.events] == ["RolloutStarted", "WeightChanged"]
+
+
+def test_an_unreachable_prometheus_warns_once_and_the_rollout_starts_when_it_answers() -> None:
+    sim = Sim(make_spec())
+    sim.tick(preflight=UNREACHABLE)
+    assert sim.tick(seconds=5, preflight=UNREACHABLE).events == []
+    d = sim.tick(seconds=5)
+    assert sim.status.phase == Phase.PROGRESSING
+    assert [e.reason for e in d.events] == ["RolloutStarted", "WeightChanged"]
+    assert sim.reasons.count("PrometheusUnreachable") == 1
+
+
+def test_a_replacement_whose_gate_is_refused_sends_the_old_candidate_back_to_stable() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(70)
+    assert sim.status.weights.candidate == 50
+    sim.spec = make_spec(candidate={"version": "v3"})
+    d = sim.tick(preflight=REFUSED)
+    assert sim.status.phase == Phase.FAILED
+    assert "v3 gets no traffic" in (sim.status.message or "")
+    assert d.traffic is not None
+    assert (d.traffic.candidate_version, d.traffic.candidate_weight) == (None, 0)
+    assert d.traffic.retired_versions == ("v2",)
+
+
+def test_a_replacement_waiting_for_prometheus_holds_the_old_split_then_replaces_it() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(70)
+    sim.spec = make_spec(candidate={"version": "v3"})
+    d = sim.tick(preflight=UNREACHABLE)
+    assert sim.status.phase == Phase.PENDING
+    assert d.traffic is not None
+    assert (d.traffic.candidate_version, d.traffic.candidate_weight) == ("v2", 50)
+    d = sim.tick(seconds=5)
+    assert "CandidateReplaced" in [e.reason for e in d.events]
+    assert d.traffic is not None
+    assert (d.traffic.candidate_version, d.traffic.retired_versions) == ("v3", ("v2",))
+
+
+def test_a_next_candidate_held_by_preflight_after_a_promotion_still_starts_as_a_new_rollout() -> (
+    None
+):
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.run(200)
+    assert sim.status.phase == Phase.SUCCEEDED
+    sim.spec = make_spec(candidate={"version": "v3"})
+    sim.tick(preflight=UNREACHABLE)
+    d = sim.tick(seconds=5)
+    assert [e.reason for e in d.events] == ["RolloutStarted", "WeightChanged"]
+    assert d.traffic is not None
+    assert d.traffic.retired_versions == ()
+
+
+def test_a_missing_route_leaves_pending_with_a_message_naming_it() -> None:
+    sim = Sim(make_spec())
+    d = sim.tick(traffic_error="HTTPRoute ml/fraud-detector not found")
+    assert sim.status.phase == Phase.PENDING
+    assert sim.status.message == "HTTPRoute ml/fraud-detector not found; retrying every 10s"
+    assert d.traffic is None
+
+
+def test_a_route_lost_mid_canary_is_the_message_until_it_is_back() -> None:
+    sim = Sim(make_spec())
+    sim.tick()
+    sim.tick(seconds=5, traffic_error="HTTPRoute ml/fraud-detector not found")
+    assert sim.status.message is not None
+    assert sim.status.message.startswith("HTTPRoute ml/fraud-detector not found")
+    sim.tick(seconds=5)
+    assert sim.status.message == "canary step 1 of 4"
+
+
+def _inconclusive(reason: str) -> list[GateResult]:
+    return [GateResult(metric="p99-latency", verdict=Verdict.INCONCLUSIVE, reason=reason)]
+
+
+@pytest.mark.parametrize(
+    ("reason", "event"),
+    [
+        pytest.param("query refused: HTTP 400 bad_data: x", "QueryRefused", id="refused"),
+        pytest.param("unreachable: connection refused", "PrometheusUnreachable", id="unreachable"),
+        pytest.param("no data", "AnalysisInconclusive", id="no-data"),
+    ],
+)
+def test_an_inconclusive_check_names_whose_problem_it_is_in_its_event(
+    reason: str, event: str
+) -> None:
+    sim = Sim(make_spec(analysis={**ANALYSIS, "inconclusiveLimit": 2}))
+    sim.tick()
+    d = sim.tick(seconds=30, results=_inconclusive(reason))
+    assert [e.reason for e in d.events] == [event]
+    d = sim.tick(seconds=30, results=_inconclusive(reason))
+    assert sim.status.phase == Phase.PAUSED
+    expected = ["Paused"] + ([event] if event != "AnalysisInconclusive" else [])
+    assert [e.reason for e in d.events] == expected
+    assert reason in (sim.status.message or "")

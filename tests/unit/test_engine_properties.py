@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelrollout.api.status import ModelRolloutStatus, Phase, Stage, Verdict
-from modelrollout.engine import RequestVerb, plan
+from modelrollout.engine import GateRefusal, Preflight, RequestVerb, plan
 
 from .engine_harness import Sim, gate, make_spec
 
@@ -185,3 +185,50 @@ def test_the_previous_version_keeps_its_replicas_while_it_can_be_undone_to(
         if status.phase in (Phase.ROLLED_BACK, Phase.PROGRESSING, Phase.SHADOWING):
             assert status.stable_version is not None
             assert replicas[status.stable_version] > 0, "traffic on a scaled-down version"
+
+
+preflights = st.sampled_from(
+    [
+        Preflight(),
+        Preflight(),
+        Preflight(unreachable="prometheus at http://prom:9090: connection refused"),
+        Preflight(refused=(GateRefusal("p99-latency", "query refused: HTTP 400 bad_data"),)),
+    ]
+)
+troubled = st.lists(
+    st.tuples(
+        st.integers(1, 90),
+        verdicts,
+        st.sampled_from([None, None, *RequestVerb]),
+        st.sampled_from([None, None, None, "HTTPRoute ml/fraud-detector not found"]),
+        preflights,
+        st.sampled_from([None, None, None, None, "v3", "v4", "v1"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+WAITING = (Phase.PENDING, Phase.PAUSED, Phase.FAILED)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies, automation, troubled)
+def test_a_rollout_that_does_not_progress_always_says_why(
+    strategy: dict[str, Any], auto: str, acts: list[Any]
+) -> None:
+    sim = Sim(make_spec(strategy=strategy, automation=auto))
+    for seconds, verdict, request, route_error, preflight, candidate in acts:
+        if candidate is not None:
+            sim.spec = make_spec(
+                strategy=strategy, automation=auto, candidate={"version": candidate}
+            )
+        due = plan(sim.spec, sim.status, sim.now).check_due
+        sim.tick(
+            seconds=seconds,
+            results=[gate(verdict)] if due and route_error is None else None,
+            request=request,
+            traffic_error=route_error,
+            preflight=preflight,
+        )
+    for d in sim.decisions:
+        if d.status["phase"] in WAITING:
+            assert d.status.get("message"), d.status

@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from modelrollout.analysis.policy import Refused
-from modelrollout.analysis.source import Sample
+from modelrollout.analysis.source import QueryRefused, Sample, SourceUnreachable
 from modelrollout.engine import Event, TrafficIntent, TrafficState
 from modelrollout.operator.reconcile import Adapters, reconcile
 from modelrollout.traffic.base import Names, RouteError
@@ -282,3 +284,93 @@ def test_a_scale_that_fails_records_nothing_and_is_decided_again() -> None:
     workloads.fail = None
     reconcile(body, adapters)
     assert [k for k, _ in journal.calls] == ["scale", "status", "event"]
+
+
+class ScriptedSource:
+    """A Prometheus that raises ``error`` for every query, or answers; it keeps the queries."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.queries: list[str] = []
+
+    def instant(self, query: str) -> list[Sample]:
+        self.queries.append(query)
+        if self.error is not None:
+            raise self.error
+        return [Sample({}, 0.1)]
+
+
+def with_source(adapters: Adapters, source: ScriptedSource) -> ScriptedSource:
+    adapters.source_for = lambda _: source
+    adapters.retry_every = 5
+    return source
+
+
+@pytest.mark.parametrize(
+    ("error", "phase", "said", "event"),
+    [
+        pytest.param(
+            QueryRefused("prometheus at http://p: HTTP 400 bad_data: 1:9: parse error: unexpected "
+                         "\x1b[31m", error_type="bad_data"),
+            "Failed", "gate p99-latency: query refused: prometheus at http://p: HTTP 400 bad_data",
+            "InvalidGate", id="bad-data-fails-invalid-gate",
+        ),
+        pytest.param(
+            SourceUnreachable("prometheus at http://p: connection refused"),
+            "Pending", "prometheus at http://p: connection refused; retrying every 5s",
+            "PrometheusUnreachable", id="no-answer-waits",
+        ),
+    ],
+)  # fmt: skip
+def test_a_preflight_that_fails_moves_no_traffic_and_says_why(
+    error: Exception, phase: str, said: str, event: str
+) -> None:
+    # Given a rollout about to start, and a Prometheus that refuses or does not answer
+    journal, router, adapters, body = setup()
+    source = with_source(adapters, ScriptedSource(error))
+    # When it reconciles
+    reconcile(body, adapters)
+    # Then the route is never written, and status and Event say why
+    assert [k for k, _ in journal.calls] == ["status", "event"]
+    assert router.state == TrafficState(0, 0)
+    status = journal.calls[0][1]["status"]
+    assert status["phase"] == phase
+    assert said in status["message"]
+    assert "\x1b" not in status["message"]
+    assert journal.calls[1] == ("event", event)
+    assert len(source.queries) == 1
+    assert 'version="v2"' in source.queries[0]
+
+
+def test_a_passing_preflight_sends_each_rendered_query_once_then_starts() -> None:
+    _, router, adapters, body = setup()
+    body["spec"]["analysis"]["metrics"].append(
+        {"name": "errors", "query": 'sum(x{version="{{version}}"})', "max": 1}
+    )
+    source = with_source(adapters, ScriptedSource())
+    reconcile(body, adapters)
+    assert router.state == TrafficState(10, 0)
+    assert 'sum(x{version="v2"})' in source.queries
+    assert 'sum(x{version="v1"})' in source.queries
+    assert len(source.queries) == len(set(source.queries))
+
+
+def test_an_execution_error_in_preflight_is_left_for_the_checks_to_report() -> None:
+    _, router, adapters, body = setup()
+    with_source(adapters, ScriptedSource(QueryRefused("x", error_type="execution")))
+    reconcile(body, adapters)
+    assert router.state == TrafficState(10, 0)
+
+
+def test_a_template_with_an_unknown_placeholder_is_an_invalid_gate_before_any_query() -> None:
+    journal, router, adapters, body = setup()
+    body["spec"]["analysis"]["metrics"] = [
+        {"name": "typo", "query": "sum(x{v='{{versoin}}'})", "max": 1}
+    ]
+    source = with_source(adapters, ScriptedSource())
+    reconcile(body, adapters)
+    status = journal.calls[0][1]["status"]
+    assert status["phase"] == "Failed"
+    assert "gate typo: unknown variable {{versoin}}" in status["message"]
+    assert source.queries == []
+    assert router.state == TrafficState(0, 0)

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from modelrollout.api.status import ModelRolloutStatus, Phase
-from modelrollout.engine import Decision, Observations, RouteBackend, TrafficState, decide
+from modelrollout.engine import (
+    Decision,
+    Observations,
+    Preflight,
+    RouteBackend,
+    TrafficState,
+    decide,
+)
 from modelrollout.engine.seed import stable_from_route, version_of
 from modelrollout.traffic import gateway_api, istio, service
 from modelrollout.traffic.base import Names, RouteError
@@ -110,6 +117,7 @@ def test_the_stable_version_is_read_from_the_route_only_when_it_is_clear(
 
 
 def _decide(status: ModelRolloutStatus, **obs: Any) -> tuple[Decision, ModelRolloutStatus]:
+    obs.setdefault("preflight", Preflight())  # every gate's query accepted
     d = decide(make_spec(stable=None), status, Observations(**obs), T0)
     return d, ModelRolloutStatus.model_validate(d.status)
 

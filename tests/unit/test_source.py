@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy, Refused
 from modelrollout.analysis.source import (
     ERROR_TEXT_LIMIT,
+    IncompleteAnswer,
     PrometheusSource,
     QueryRefused,
     SourceError,
@@ -31,6 +34,12 @@ from modelrollout.operator.metrics import OperatorMetrics
 SECRET_BODY = "<html>internal admin page: db password hunter2</html>"
 ONE_SAMPLE = {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1.5"]}]}
 OK = (200, "application/json", json.dumps({"status": "success", "data": ONE_SAMPLE}))
+
+
+def fresh(*, age: float = 0.0, **extra: Any) -> tuple[int, str, str]:
+    """A successful answer with one sample stamped ``age`` seconds ago (Prometheus: now)."""
+    data = {"resultType": "vector", "result": [{"metric": {}, "value": [time.time() - age, "1.5"]}]}
+    return 200, "application/json", json.dumps({"status": "success", "data": data, **extra})
 
 
 @dataclass
@@ -195,7 +204,7 @@ def test_each_address_gets_its_own_credentials_and_a_refused_one_gets_no_request
 ) -> None:
     # Given the default Prometheus with a token, another allowed one with basic auth,
     # and a trap nobody allowed
-    default, other, trap = serve(lambda _: OK), serve(lambda _: OK), serve(lambda _: OK)
+    default, other, trap = (serve(lambda _: fresh()) for _ in range(3))
     (tmp_path / "token").write_text("default-token")
     (tmp_path / "basic").write_text("user:pw")
     cfg = RunConfig(
@@ -232,3 +241,51 @@ def test_query_errors_are_counted_by_kind(serve: Callable[..., Server]) -> None:
         )
 
     assert (count("refused"), count("unreachable")) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        pytest.param(
+            lambda: fresh(warnings=["remote store \x1b[31mshard-2 unavailable"]),
+            "partial answer (remote store [31mshard-2 unavailable)", id="partial-with-warnings",
+        ),
+        pytest.param(lambda: fresh(age=600), "stale samples (600s old)", id="stale-samples"),
+    ],
+)  # fmt: skip
+def test_an_answer_that_is_partial_or_stale_is_incomplete_and_counted_so(
+    serve: Callable[..., Server], reply: Callable[[], tuple[int, str, str]], said: str
+) -> None:
+    metrics = OperatorMetrics()
+    server = serve(lambda _: reply())
+    source = PrometheusSource(server.url, stale_after=120, observe=metrics.observe_query)
+    with pytest.raises(IncompleteAnswer) as caught:
+        source.instant("up")
+    assert said in str(caught.value)
+    assert "\x1b" not in str(caught.value)
+    kind = {"kind": "incomplete"}
+    assert (
+        metrics.registry.get_sample_value("modelrollout_prometheus_query_errors_total", kind) == 1
+    )
+
+
+def test_a_fresh_answer_passes_the_staleness_check_and_carries_its_time(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(lambda _: fresh(age=5))
+    [sample] = PrometheusSource(server.url, stale_after=120).instant("up")
+    assert sample.value == 1.5
+    assert sample.at is not None
+    assert time.time() - sample.at < 60
+
+
+def test_a_prometheus_slower_than_the_timeout_is_said_to_time_out(
+    serve: Callable[..., Server],
+) -> None:
+    def slow(_: str) -> tuple[int, str, str]:
+        time.sleep(1.5)
+        return fresh()
+
+    source = PrometheusSource(serve(slow).url, timeout=0.5)
+    with pytest.raises(SourceUnreachable, match=r"timed out after 0\.5s"):
+        source.instant("up")

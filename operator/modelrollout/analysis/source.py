@@ -27,7 +27,9 @@ class SourceError(Exception):
         SourceError
         ├── SourceUnreachable   no answer: connection, DNS, TLS, timeout, 5xx, a redirect,
         │                       an auth or path error, or an answer that is not Prometheus's
-        └── QueryRefused        Prometheus answered and refused this query (bad_data, ...)
+        ├── QueryRefused        Prometheus answered and refused this query (bad_data, ...)
+        └── IncompleteAnswer    an answer that cannot be trusted whole: partial (with
+                                warnings), or samples older than the evaluation time
 
     No message ever carries a response body: only the HTTP status, Prometheus's
     ``errorType`` and, for ``bad_data``, its parse error, cleaned and bounded.
@@ -47,11 +49,24 @@ class QueryRefused(SourceError):
 
     kind = "refused"
 
+    def __init__(self, message: str, *, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        """Prometheus's ``errorType``: ``bad_data`` (it does not parse) or ``execution``."""
+
+
+class IncompleteAnswer(SourceError):
+    """An answer, but not one to judge by: a partial result, or stale samples."""
+
+    kind = "incomplete"
+
 
 @dataclass(frozen=True)
 class Sample:
     labels: dict[str, str]
     value: float
+    at: float | None = None
+    """The sample's Unix time, as Prometheus gave it (None: not given)."""
 
 
 @dataclass
@@ -73,15 +88,23 @@ def parse_result(data: Any) -> list[Sample]:
         kind = data.get("resultType")
         result = data.get("result")
         if kind in ("scalar", "string"):
-            return [Sample({}, _float(result[1]))] if result else []
+            return [Sample({}, _float(result[1]), _time(result[0]))] if result else []
         data = result
     if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
-        return [Sample({}, _float(data[1]))]  # a scalar: [timestamp, "value"]
+        return [Sample({}, _float(data[1]), _time(data[0]))]  # a scalar: [timestamp, "value"]
     samples: list[Sample] = []
     for item in data or []:
         if isinstance(item, dict) and "value" in item:
-            samples.append(Sample(dict(item.get("metric") or {}), _float(item["value"][1])))
+            at, value = item["value"][0], item["value"][1]
+            samples.append(Sample(dict(item.get("metric") or {}), _float(value), _time(at)))
     return samples
+
+
+def _time(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_range(data: Any) -> list[list[tuple[datetime, float]]]:
@@ -116,6 +139,11 @@ def _float(text: Any) -> float:
 #: Longest Prometheus ``bad_data`` error text quoted back (a PromQL parse error).
 ERROR_TEXT_LIMIT = 200
 
+#: How far a sample's time may lie from the time the query was evaluated at. Prometheus
+#: stamps every sample of an instant query with the evaluation time; an older one comes
+#: from a cache or a stuck frontend, and judging a candidate by it would judge the past.
+STALE_AFTER = 120.0
+
 
 class PrometheusSource:
     """Instant and range queries against Prometheus's HTTP API, with ``requests``.
@@ -139,6 +167,7 @@ class PrometheusSource:
         auth: tuple[str, str] | None = None,
         ca_bundle: str | None = None,
         timeout: float = 10.0,
+        stale_after: float | None = None,
         observe: Callable[[float, str | None], None] | None = None,
     ) -> None:
         import requests
@@ -147,6 +176,7 @@ class PrometheusSource:
 
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.stale_after = stale_after
         self._observe = observe
         session = requests.Session()
         session.headers.update(headers or {})
@@ -168,7 +198,28 @@ class PrometheusSource:
         self._session = session
 
     def instant(self, query: str) -> list[Sample]:
-        return parse_result(self._ask("/api/v1/query", {"query": query}))
+        """Samples of an instant query evaluated now.
+
+        A partial answer (Prometheus added warnings: a store or a shard did not answer)
+        or, with ``stale_after`` set, samples older than that (:data:`STALE_AFTER`) raise
+        :class:`IncompleteAnswer`: a gate must not pass on half the data or on the past.
+        """
+        now = time.time()
+
+        def whole(body: dict[str, Any]) -> None:
+            warnings = body.get("warnings")
+            if isinstance(warnings, list) and warnings:
+                said = printable(str(warnings[0]), limit=ERROR_TEXT_LIMIT)
+                raise IncompleteAnswer(self._say(f"partial answer ({said})"))
+            if self.stale_after is None:
+                return
+            times = [s.at for s in parse_result(body.get("data")) if s.at is not None]
+            if times and now - min(times) > self.stale_after:
+                raise IncompleteAnswer(self._say(f"stale samples ({now - min(times):.0f}s old)"))
+
+        return parse_result(
+            self._ask("/api/v1/query", {"query": query, "time": f"{now:.3f}"}, whole)
+        )
 
     def range(self, query: str, seconds: float, step: float) -> list[float]:
         """Values of a range query over the last ``seconds``, one per ``step`` seconds.
@@ -213,8 +264,17 @@ class PrometheusSource:
             },
         )
 
-    def _ask(self, path: str, params: dict[str, str]) -> Any:
-        """``data`` of a successful answer; :class:`SourceError` for anything else."""
+    def _ask(
+        self,
+        path: str,
+        params: dict[str, str],
+        whole: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Any:
+        """``data`` of a successful answer; :class:`SourceError` for anything else.
+
+        ``whole`` may refuse a successful answer (raising :class:`IncompleteAnswer`),
+        inside the measurement, so the error is counted by kind like the others.
+        """
         import requests
 
         started = time.monotonic()
@@ -230,10 +290,15 @@ class PrometheusSource:
             except requests.Timeout as exc:
                 raise SourceUnreachable(self._say(f"timed out after {self.timeout:g}s")) from exc
             except requests.RequestException as exc:
-                raise SourceUnreachable(self._say(_connection_reason(exc))) from exc
+                reason = _connection_reason(exc)
+                if reason == "timed out":  # a read timeout, after urllib3's one retry
+                    reason = f"timed out after {self.timeout:g}s"
+                raise SourceUnreachable(self._say(reason)) from exc
             body = _json(response)
             ok = response.status_code == 200 and isinstance(body, dict)
             if ok and body.get("status") == "success":
+                if whole is not None:
+                    whole(body)
                 return body.get("data")
             raise error_for(response.status_code, body, where=self._say(""))
         except SourceError as exc:
@@ -266,7 +331,7 @@ def error_for(status: int, body: Any, *, where: str = "prometheus") -> SourceErr
     if 400 <= status < 500 and error_type in ("bad_data", "execution"):
         if error_type == "bad_data" and isinstance(body.get("error"), str):
             text += ": " + printable(body["error"], limit=ERROR_TEXT_LIMIT)
-        return QueryRefused(text)
+        return QueryRefused(text, error_type=error_type)
     if status == 200 and error_type is None:
         return SourceUnreachable(f"{text}, but not a Prometheus API answer")
     return SourceUnreachable(text)
@@ -288,6 +353,7 @@ _CONNECTION_REASONS = (
     ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
     ("SSLError", "TLS handshake failed"),
     ("Connection reset", "connection reset"),
+    ("timed out", "timed out"),
     ("RemoteDisconnected", "connection closed without an answer"),
 )
 

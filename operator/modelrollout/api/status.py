@@ -64,6 +64,12 @@ class Verdict(StrEnum):
     """No data, NaN, an empty or a multi-series result, or the source is unreachable."""
 
 
+#: How a gate result's ``reason`` starts when Prometheus gave no answer, and when it
+#: answered and refused the query: status, Events and the CLI tell the two apart by it.
+REASON_UNREACHABLE = "unreachable: "
+REASON_REFUSED = "query refused: "
+
+
 class Weights(ApiModel):
     stable: Percent = 100
     candidate: Percent = 0

@@ -60,6 +60,11 @@ def add_parsers(sub: Any) -> None:
         default=os.environ.get("MODELROLLOUT_PROMETHEUS_CA"),
         help="CA bundle (PEM) that signed the certificate of --prometheus",
     )
+    p.add_argument(
+        "--prometheus-timeout",
+        default="10s",
+        help="longest wait for one Prometheus answer; a slower one is no answer (inconclusive)",
+    )
     p.add_argument("--tick", default="5s", help="how often each rollout is reconciled")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -168,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         prometheus_allow=list(args.prometheus_allow),
         prometheus_credentials=credentials,
         tick=parse_duration(args.tick),
+        prometheus_timeout=parse_duration(args.prometheus_timeout),
         peering=args.peering,
         priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
         peering_lifetime=int(parse_duration(args.peering_lifetime)),

@@ -24,6 +24,7 @@ def _want(
 ) -> list[tuple[str, CondStatus, str, str]]:
     msg = s.message or ""
     phase = s.phase
+    why = _why(s)
     ready: CondStatus = "True" if phase == Phase.SUCCEEDED else "False"
     reconciling: CondStatus = (
         "True"
@@ -33,9 +34,9 @@ def _want(
     stalled: CondStatus = "True" if phase in (Phase.FAILED, Phase.ROLLED_BACK) else "False"
     paused: CondStatus = "True" if phase == Phase.PAUSED else "False"
     conds = [
-        ("Ready", ready, phase.value, msg),
-        ("Reconciling", reconciling, phase.value, msg if reconciling == "True" else ""),
-        ("Stalled", stalled, phase.value, msg if stalled == "True" else ""),
+        ("Ready", ready, why, msg),
+        ("Reconciling", reconciling, why, msg if reconciling == "True" else ""),
+        ("Stalled", stalled, why, msg if stalled == "True" else ""),
         ("Paused", paused, s.pause_reason or phase.value, msg if paused == "True" else ""),
     ]
     if obs.traffic_error is not None:
@@ -51,6 +52,15 @@ def _want(
             )
         )
     return conds
+
+
+def _why(s: ModelRolloutStatus) -> str:
+    """The conditions' reason: the phase, or for Pending and Failed what put it there
+    (``InvalidGate``, ``PrometheusUnreachable``...), as the last history entry says."""
+    last = s.history[-1] if s.history else None
+    if s.phase in (Phase.PENDING, Phase.FAILED) and last is not None and last.phase == s.phase:
+        return last.reason
+    return s.phase.value
 
 
 def set_conditions(s: ModelRolloutStatus, obs: Observations, now: datetime, *, drift: bool) -> None:

@@ -22,6 +22,8 @@ from modelrollout.api.base import format_ts, parse_duration, parse_ts
 from modelrollout.api.gates import InconclusivePolicy, MetricGate
 from modelrollout.api.spec import Automation, CanaryStep, ModelRolloutSpec
 from modelrollout.api.status import (
+    REASON_REFUSED,
+    REASON_UNREACHABLE,
     AnalysisRun,
     GateResult,
     HistoryEntry,
@@ -40,6 +42,7 @@ from modelrollout.engine.types import (
     Decision,
     Event,
     EventType,
+    GateRefusal,
     Observations,
     Plan,
     RequestVerb,
@@ -61,12 +64,25 @@ PAUSE_APPROVAL = "gate"
 
 
 def plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
-    """Is a check due, of which gates, and which Deployments to read? Pure, as decide is."""
+    """Is a check or a preflight due, of which gates, and which Deployments to read? Pure."""
     due = scale_down_due(spec, status, now)
     return replace(_check_plan(spec, status, now), read_replicas=(due,) if due else ())
 
 
 def _check_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> Plan:
+    if starting(spec, status):
+        if not spec.analysis.metrics:
+            return Plan(check_due=False)
+        # Every gate of every stage: a typo in a post-promotion gate is as fatal as one in
+        # the first, and is best found before any traffic moves.
+        return Plan(
+            check_due=False,
+            preflight=True,
+            candidate_version=spec.candidate.version,
+            stable_version=status.stable_version or (spec.stable.version if spec.stable else None),
+            stage=first_stage(spec).value,
+            gates=tuple(spec.analysis.metrics),
+        )
     gates = active_gates(spec, status)
     if in_rollback_window(status, now):
         # After the promotion: the promoted version is judged against the previous one.
@@ -102,6 +118,23 @@ def _check_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
     )
     interval = parse_duration(spec.analysis.interval)
     return since is None or (now - since).total_seconds() >= interval
+
+
+def starting(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """The next decide starts the spec's candidate: it is about to get its first traffic.
+
+    True for a first candidate, a replacement, and one whose preflight failed or has not
+    passed yet (its version is not recorded until it starts).
+    """
+    stable = status.stable_version or (spec.stable.version if spec.stable else None)
+    return stable is not None and spec.candidate.version not in (status.candidate_version, stable)
+
+
+def first_stage(spec: ModelRolloutSpec) -> Stage:
+    """The stage a new candidate starts in."""
+    if spec.strategy.shadow is not None:
+        return Stage.SHADOW
+    return Stage.CANARY if spec.strategy.canary is not None else Stage.PREVIEW
 
 
 def active_gates(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[MetricGate]:
@@ -219,6 +252,87 @@ class _Tick:
         s.message = message
         self.record("Resumed", message)
         self.event(EventType.NORMAL, "Resumed", message)
+
+    def hold(self, reason: str, message: str, event: EventType | None) -> None:
+        """Stay ``Pending`` (nothing moved for the new candidate), saying why; once per why."""
+        s = self.s
+        if s.phase == Phase.PENDING and s.message == message:
+            return
+        s.phase = Phase.PENDING
+        s.message = message
+        self.record(reason, message)
+        if event is not None:
+            self.event(event, reason, message)
+
+    def refuse_gates(self, refused: tuple[GateRefusal, ...]) -> None:
+        """``Failed`` with ``InvalidGate``: a gate cannot be measured as written.
+
+        The new candidate is not recorded as started and gets nothing; a candidate it
+        replaced leaves the route. A fixed manifest passes the next preflight and starts.
+        """
+        s = self.s
+        why = "; ".join(f"gate {r.gate}: {r.reason}" for r in refused)
+        message = (
+            f"invalid gate: {why}; {self.spec.candidate.version} gets no traffic, "
+            f"all of it stays on {s.stable_version}"
+        )
+        if s.phase == Phase.FAILED and s.message == message:
+            return
+        previous = s.candidate_version
+        if previous and previous != s.stable_version:
+            self.retired = (previous,)
+        s.candidate_version = None
+        s.phase = Phase.FAILED
+        s.stage = Stage.DONE
+        s.step_index = None
+        s.pause_reason = None
+        s.awaiting_approval = None
+        self.set_traffic(0, 0)
+        s.message = message
+        self.record("InvalidGate", message)
+        self.event(EventType.WARNING, "InvalidGate", message)
+
+    def preflight_passed(self, obs: Observations) -> bool:
+        """May the spec's candidate get traffic? Only once every gate's query was accepted.
+
+        Until then nothing moves: a refused query fails the rollout (``InvalidGate``);
+        no answer from Prometheus holds it in ``Pending`` and the shell tries again.
+        """
+        spec = self.spec
+        if not spec.analysis.metrics:
+            return True
+        candidate = spec.candidate.version
+        p = obs.preflight
+        if p is None:
+            self.hold(
+                "Preflight",
+                f"sending each gate's query to Prometheus once before {candidate} gets traffic",
+                None,
+            )
+            return False
+        if p.refused:
+            self.refuse_gates(p.refused)
+            return False
+        if p.unreachable is not None:
+            self.hold(
+                "PrometheusUnreachable",
+                f"{p.unreachable}{_retrying(obs)}; {candidate} gets no traffic until each "
+                "gate's query has been checked",
+                EventType.WARNING,
+            )
+            return False
+        return True
+
+    def describe(self) -> str:
+        """What a running rollout is doing, in a line (after a passing problem is gone)."""
+        s = self.s
+        canary = self.spec.strategy.canary
+        if s.stage == Stage.CANARY and canary is not None and s.step_index:
+            return f"canary step {s.step_index} of {len(canary.steps)}"
+        return (
+            f"rolling out {s.candidate_version} (stable {s.stable_version}): "
+            f"{s.stage.value if s.stage else ''}"
+        )
 
     def running_phase(self) -> Phase:
         stage = self.s.stage
@@ -511,16 +625,19 @@ class _Tick:
         held = [r for r, v in counted if v == Verdict.INCONCLUSIVE]
         why = "; ".join(f"{r.metric}: {r.reason or 'no data'}" for r in held)
         limit = spec.analysis.inconclusive_limit
+        whose = _no_answer_reason(held)
         if s.consecutive_inconclusive >= limit:
             self.pause(
                 PAUSE_INCONCLUSIVE,
                 f"paused: analysis inconclusive {s.consecutive_inconclusive} times in a row "
                 f"(limit {limit}): {why}",
             )
+            if whose != "AnalysisInconclusive":
+                self.event(EventType.WARNING, whose, why)
         else:
             self.event(
                 EventType.WARNING,
-                "AnalysisInconclusive",
+                whose,
                 f"{why} ({s.consecutive_inconclusive} of {limit} inconclusive checks)",
             )
         return verdict
@@ -803,6 +920,22 @@ def judge_check(
     return Verdict.PASS, counted
 
 
+def _no_answer_reason(held: list[GateResult]) -> str:
+    """The Event reason of an inconclusive check: a refused query is the manifest's to fix,
+    an unreachable Prometheus the platform's, anything else (no data) nobody's yet."""
+    reasons = [r.reason or "" for r in held]
+    if any(x.startswith(REASON_REFUSED) for x in reasons):
+        return "QueryRefused"
+    if reasons and all(x.startswith(REASON_UNREACHABLE) for x in reasons):
+        return "PrometheusUnreachable"
+    return "AnalysisInconclusive"
+
+
+def _retrying(obs: Observations) -> str:
+    every = obs.retry_every
+    return f"; retrying every {every:g}s" if every else "; retrying"
+
+
 def _gathering(r: GateResult) -> bool:
     """An inconclusive result that only lacks samples (it will pass or fail with more)."""
     return r.needed_samples is not None and (r.samples or 0) < r.needed_samples
@@ -851,7 +984,14 @@ def decide(
         before = {c.type: c.reason for c in s.conditions}
         if before.get("TrafficInSync") != "RouteUnavailable":
             t.event(EventType.WARNING, "RouteUnavailable", obs.traffic_error)
+        if s.phase == Phase.PENDING or t.moving():
+            # The top-level message says why nothing moves (a paused or ended rollout
+            # keeps its own why; the TrafficInSync condition tells the route's).
+            s.message = f"{obs.traffic_error}{_retrying(obs)}"
         return _finish(t, obs, None, traffic=False)
+
+    if _was_unroutable(status) and t.moving() and s.phase != Phase.PENDING:
+        s.message = t.describe()  # the route is back: say what runs again
 
     if obs.deleting:
         t.set_traffic(0, 0)
@@ -878,10 +1018,18 @@ def decide(
                 s.candidate_version = spec.candidate.version
         else:
             running = not s.phase.is_terminal and s.phase != Phase.PENDING
-            restarted = s.candidate_version is not None and running
-            if not restarted and not admitted(obs):
+            holds_slot = s.candidate_version is not None and running
+            if not holds_slot and not admitted(obs):
                 t.wait_for_slot(obs.admission)
                 return _finish(t, obs, drift)
+            if not t.preflight_passed(obs):
+                return _finish(t, obs, drift)
+            # A running candidate is being replaced (a hold for preflight keeps its stage).
+            restarted = (
+                s.candidate_version not in (None, s.stable_version)
+                and s.stage not in (None, Stage.DONE)
+                and not s.phase.is_terminal
+            )
             t.start_rollout("CandidateReplaced" if restarted else "RolloutStarted")
 
     t.handle_request(obs)
@@ -933,6 +1081,12 @@ def _seed_stable(t: _Tick, obs: Observations) -> bool:
         t.record("Invalid", message)
         t.event(EventType.WARNING, "Invalid", message)
     return False
+
+
+def _was_unroutable(before: ModelRolloutStatus) -> bool:
+    return any(
+        c.type == "TrafficInSync" and c.reason == "RouteUnavailable" for c in before.conditions
+    )
 
 
 def _drifted(before: ModelRolloutStatus, obs: Observations) -> tuple[int, int] | None:

@@ -94,6 +94,33 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class GateRefusal:
+    """A gate whose query Prometheus refused (or whose template cannot be filled in)."""
+
+    gate: str
+    reason: str
+    """Short and sanitized: Prometheus's parse error, or the unknown placeholder."""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What sending every gate's rendered query once, before any traffic, found.
+
+    The shell sends the queries (:attr:`Plan.preflight` says when); the engine only
+    reads the outcome. A refusal is the manifest's fault and ends the rollout
+    (``InvalidGate``); an unreachable Prometheus is nobody's fault yet: it waits.
+    """
+
+    refused: tuple[GateRefusal, ...] = ()
+    unreachable: str | None = None
+    """Why Prometheus gave no answer (sanitized), when it gave none."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.refused and self.unreachable is None
+
+
+@dataclass(frozen=True)
 class Observations:
     """Everything the shell saw this tick."""
 
@@ -114,6 +141,11 @@ class Observations:
     replicas: dict[str, int | None] | None = None
     """Replicas of each version's Deployment the plan asked for (``None`` for a version:
     no such Deployment); ``None`` when the shell read none."""
+
+    preflight: Preflight | None = None
+    """The outcome of the preflight the plan asked for; ``None``: none ran this tick."""
+    retry_every: float | None = None
+    """Seconds until the shell tries again (its tick): what "retrying every Ns" says."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +192,10 @@ class Plan:
     """The gates to measure in this stage."""
     read_replicas: tuple[str, ...] = ()
     """Versions whose Deployment's replicas the shell should read (a scale-down is due)."""
+
+    """The gates to measure in this stage (for a preflight: every gate of the rollout)."""
+    preflight: bool = False
+    """A new candidate is about to get traffic: send each gate's query once first."""
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,16 @@ in kopf's ``memo``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy, Refused
-from modelrollout.analysis.source import MetricSource, PrometheusSource
+from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
 from modelrollout.operator.kube import (
@@ -42,6 +44,8 @@ class RunConfig:
     """Credential files per address; an address named here is allowed too. A token is
     only ever sent to the address it is listed under."""
     tick: float = 5.0
+    prometheus_timeout: float = 10.0
+    """Longest wait for one answer: a slower Prometheus is no answer (inconclusive)."""
     peering: str | None = None
     priority: int = 0
     peering_lifetime: int = 60
@@ -52,6 +56,22 @@ class RunConfig:
     max_rollouts_per_namespace: int = 0
     notifications_file: str | None = None
     notifications: Settings = field(default_factory=Settings)
+
+
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, kept as a digest of it.
+
+    kopf stores the object's whole essence (its spec) in an annotation to tell a change
+    from none. Annotations are capped at 256 KiB in all, so a large spec the API server
+    accepted (a long query, a megabyte of text) made every kopf patch of that object fail
+    and the rollout never got a status. No handler here reads a diff (a timer drives
+    the rollout from its status), so a digest tells "changed" from "same" as well.
+    """
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def plain(x: Any) -> Any:
@@ -96,6 +116,8 @@ def source_of(allowed: Allowed, cfg: RunConfig) -> PrometheusSource:
         headers={"Authorization": f"Bearer {token}"} if token else None,
         auth=(user, password) if basic is not None else None,
         ca_bundle=creds.ca_file,
+        timeout=cfg.prometheus_timeout,
+        stale_after=STALE_AFTER,
         observe=cfg.metrics.observe_query,
     )
 
@@ -127,6 +149,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
         max_rollouts=cfg.max_rollouts or None,
         max_rollouts_per_namespace=cfg.max_rollouts_per_namespace or None,
         workloads=workloads(),
+        retry_every=cfg.tick,
     )
 
 
@@ -143,7 +166,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.finalizer = f"{GROUP}/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        settings.persistence.diffbase_storage = DigestDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
         )
         settings.posting.enabled = False  # our own Events say what was decided; kopf's say less

@@ -88,11 +88,12 @@ class OperatorMetrics:
         self.query_errors = Counter(
             "modelrollout_prometheus_query_errors_total",
             "Queries to Prometheus that got no usable answer, by kind: unreachable "
-            "(connection, timeout, 5xx) or refused (Prometheus rejected the query).",
+            "(connection, timeout, 5xx), refused (Prometheus rejected the query) or "
+            "incomplete (a partial answer, or stale samples).",
             ["kind"],
             registry=r,
         )
-        for kind in ("unreachable", "refused"):
+        for kind in ("unreachable", "refused", "incomplete"):
             self.query_errors.labels(kind)  # both series exist at 0 from the start
         self.reconcile_seconds = Histogram(
             "modelrollout_reconcile_seconds",

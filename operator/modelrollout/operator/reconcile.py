@@ -8,7 +8,9 @@ driven directly in tests. The order is fixed:
    cluster admin did not allow is refused the same way, before any request is
    made to it (reason ``PrometheusNotAllowed``; see ``analysis/policy.py``);
 2. read what the route holds, and the human request annotation;
-3. run the gates if a check is due, and read the Deployments a scale-down needs;
+3. before a new candidate gets any traffic, send each gate's query to Prometheus once
+   (the preflight: a refused query is ``InvalidGate``, no answer waits in ``Pending``);
+   else run the gates if a check is due; read the Deployments a scale-down needs;
 4. ``engine.decide``;
 5. scale Deployments as decided (a restore comes before traffic returns);
 6. make the route hold the decision's traffic intent;
@@ -27,18 +29,27 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from modelrollout.analysis.gates import context_for, evaluate
-from modelrollout.analysis.policy import Refused
-from modelrollout.analysis.source import MetricSource
+from modelrollout.analysis.gates import (
+    GateContext,
+    TemplateError,
+    context_for,
+    evaluate,
+    preflight_queries,
+)
+from modelrollout.analysis.policy import Refused, printable
+from modelrollout.analysis.source import MetricSource, QueryRefused, SourceError
 from modelrollout.api.base import REQUEST_ANNOTATION
+from modelrollout.api.gates import MetricGate
 from modelrollout.api.notifications import Notification
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus, Phase
+from modelrollout.api.status import REASON_REFUSED, ModelRolloutStatus, Phase
 from modelrollout.engine import (
     Decision,
     Event,
     EventType,
+    GateRefusal,
     Observations,
+    Preflight,
     Request,
     RouteBackend,
     TrafficIntent,
@@ -98,6 +109,8 @@ class Adapters:
     """--max-concurrent-rollouts-per-namespace (None or 0: no limit)."""
     workloads: Workloads | None = None
     """Deployments to scale (blue-green's old version); None: the operator scales nothing."""
+    retry_every: float | None = None
+    """Seconds between reconciles (the timer's tick), for "retrying every Ns"."""
 
 
 def names_for(
@@ -176,10 +189,11 @@ def reconcile(
         traffic_error = str(exc)
 
     results = None
+    preflight: Preflight | None = None
     p = plan(spec, status, now)
-    if p.check_due and traffic_error is None and source is not None:
+    if (p.check_due or p.preflight) and traffic_error is None and source is not None:
         # The plan's versions and stage: what this check measures, which the status
-        # may not say yet (a check due as a stage begins).
+        # may not say yet (a check due as a stage begins, a candidate not yet started).
         ctx = context_for(
             spec,
             status,
@@ -189,7 +203,10 @@ def reconcile(
             stable_version=p.stable_version,
             stage=p.stage or "",
         )
-        results = evaluate(list(p.gates), source, ctx)
+        if p.preflight:
+            preflight = run_preflight(p.gates, source, ctx)
+        else:
+            results = evaluate(list(p.gates), source, ctx)
 
     replicas = None
     if p.read_replicas and adapters.workloads is not None and not deleting:
@@ -216,6 +233,8 @@ def reconcile(
             per_namespace=adapters.max_rollouts_per_namespace,
         ),
         replicas=replicas,
+        preflight=preflight,
+        retry_every=adapters.retry_every,
     )
     decision = decide(spec, status, obs, now)
 
@@ -251,6 +270,38 @@ def reconcile(
     if adapters.observe is not None:
         adapters.observe(body, decision, time.monotonic() - started)
     return decision
+
+
+def run_preflight(
+    gates: tuple[MetricGate, ...], source: MetricSource, ctx: GateContext
+) -> Preflight:
+    """Send each gate's rendered query once; what came back, as the engine reads it.
+
+    A query that does not parse (``bad_data``), or a template naming an unknown
+    placeholder, is the gate's fault: it is refused. An ``execution`` error is let
+    through: the query parses, and whether it runs may depend on data not there yet
+    (the check says so then, as "query refused"). No answer at all stops the preflight:
+    the rest would go unanswered too.
+    """
+    refused: list[GateRefusal] = []
+    for gate in gates:
+        try:
+            promqls = preflight_queries(gate, ctx)
+        except (TemplateError, ValueError) as exc:
+            refused.append(GateRefusal(gate.name, printable(str(exc), limit=200)))
+            continue
+        for promql in promqls:
+            try:
+                source.instant(promql)
+            except QueryRefused as exc:
+                if exc.error_type == "execution":
+                    continue
+                reason = f"{REASON_REFUSED}{printable(str(exc), limit=300)}"
+                refused.append(GateRefusal(gate.name, reason))
+                break
+            except SourceError as exc:
+                return Preflight(refused=tuple(refused), unreachable=printable(str(exc), limit=200))
+    return Preflight(refused=tuple(refused))
 
 
 def _apply(

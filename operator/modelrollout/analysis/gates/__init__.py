@@ -45,6 +45,7 @@ from modelrollout.analysis.gates.registry import (
     evaluator_for,
     kind_name,
     limit_text,
+    preflight_queries,
     queries,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "evaluator_for",
     "kind_name",
     "limit_text",
+    "preflight_queries",
     "previous_results",
     "queries",
     "render",

@@ -18,11 +18,24 @@ from datetime import datetime
 from typing import NamedTuple
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.source import MetricSource, Sample, SourceError
+from modelrollout.analysis.source import (
+    IncompleteAnswer,
+    MetricSource,
+    QueryRefused,
+    Sample,
+    SourceError,
+)
 from modelrollout.api.base import parse_duration, parse_ts
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import GateResult, ModelRolloutStatus, Stage, Verdict
+from modelrollout.api.status import (
+    REASON_REFUSED,
+    REASON_UNREACHABLE,
+    GateResult,
+    ModelRolloutStatus,
+    Stage,
+    Verdict,
+)
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -321,11 +334,18 @@ def guarded(
 
 
 def ask(source: MetricSource, promql: str) -> list[Sample]:
-    """An instant query; an unreachable source is no verdict."""
+    """An instant query; a refused query or an unreachable source is no verdict.
+
+    The reason says which: the query is the manifest's to fix, the source the platform's.
+    """
     try:
         return source.instant(promql)
+    except QueryRefused as exc:
+        raise NoVerdict(f"{REASON_REFUSED}{exc}") from exc
+    except IncompleteAnswer as exc:
+        raise NoVerdict(f"incomplete answer: {exc}") from exc
     except SourceError as exc:
-        raise NoVerdict(f"unreachable: {exc}") from exc
+        raise NoVerdict(f"{REASON_UNREACHABLE}{exc}") from exc
 
 
 def scalar(

@@ -90,6 +90,17 @@ def queries(gate: MetricGate, ctx: GateContext) -> Plot:
     return kind_of(gate).queries(gate, ctx)
 
 
+def preflight_queries(gate: MetricGate, ctx: GateContext) -> tuple[str, ...]:
+    """The gate's PromQL, rendered for this rollout: what a preflight sends once.
+
+    The expressions ``report`` draws, for each version: the gate's own template (or the
+    kinds' built-in shapes around the metric names it gives). A kind with nothing to draw
+    (``drift``) sends nothing: it writes its queries from metric names alone. May raise
+    ``TemplateError`` (an unknown placeholder), which is the gate's fault as well.
+    """
+    return tuple(dict.fromkeys(s.promql for s in queries(gate, ctx).series))
+
+
 def limit_text(gate: MetricGate) -> str:
     """The gate's limit in words, from its spec (``max 0.5``, ``score min 95 ...``)."""
     return kind_of(gate).limit_text(gate)
