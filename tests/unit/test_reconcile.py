@@ -374,3 +374,26 @@ def test_a_template_with_an_unknown_placeholder_is_an_invalid_gate_before_any_qu
     assert "gate typo: unknown variable {{versoin}}" in status["message"]
     assert source.queries == []
     assert router.state == TrafficState(0, 0)
+
+
+def test_every_kubernetes_call_gets_a_timeout_unless_it_names_its_own() -> None:
+    from kubernetes.client import rest
+
+    from modelrollout.operator import kube
+
+    seen: list[object] = []
+    original = rest.RESTClientObject.request
+
+    def fake(self: object, *args: object, _request_timeout: object = None, **kw: object) -> None:
+        seen.append(_request_timeout)
+
+    rest.RESTClientObject.request = fake  # type: ignore[method-assign]
+    try:
+        kube.bound_every_request((1.0, 2.0))
+        kube.bound_every_request((9.0, 9.0))  # idempotent: the first default stays
+        client = object.__new__(rest.RESTClientObject)
+        rest.RESTClientObject.request(client, "GET", "http://x")
+        rest.RESTClientObject.request(client, "GET", "http://x", _request_timeout=7)
+    finally:
+        rest.RESTClientObject.request = original  # type: ignore[method-assign]
+    assert seen == [(1.0, 2.0), 7]

@@ -20,6 +20,7 @@ def load_config(kubeconfig: str | None = None, context: str | None = None) -> No
     from kubernetes import config as kube_config
 
     config: Any = kube_config
+    bound_every_request()
     if kubeconfig is None and context is None:
         try:
             config.load_incluster_config()
@@ -27,6 +28,32 @@ def load_config(kubeconfig: str | None = None, context: str | None = None) -> No
         except config.ConfigException:
             pass
     config.load_kube_config(config_file=kubeconfig, context=context)
+
+
+#: (connect, read) seconds for every call of the Kubernetes client that names none.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+def bound_every_request(timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
+    """Give every Kubernetes client call a timeout unless it names its own.
+
+    The client's default is no timeout at all: a request sent while the API server
+    restarts can wait forever, and with it the reconcile (seen in the fault tests: the
+    kopf timer hung for minutes after a kube-apiserver restart). The client has no
+    global setting for it, so its one request method gets a default; a caller that
+    passes ``_request_timeout`` keeps its own. Idempotent.
+    """
+    from kubernetes.client import rest
+
+    original: Any = rest.RESTClientObject.request
+    if getattr(original, "bounded", False):
+        return
+
+    def request(self: Any, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return original(self, *args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    request.bounded = True  # type: ignore[attr-defined]
+    rest.RESTClientObject.request = request  # type: ignore[method-assign]
 
 
 def routers() -> dict[str, Router[Any]]:
