@@ -27,7 +27,13 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout_devenv import LocalCluster, MissingBinary, find_binaries, free_port
+from modelrollout_devenv import (
+    LocalCluster,
+    MissingBinary,
+    PrometheusServer,
+    find_binaries,
+    free_port,
+)
 from modelrollout_devenv import manifests as m
 from modelrollout_devenv.stack import OperatorProcess, wait_for
 
@@ -374,7 +380,7 @@ def _get(cluster: LocalCluster, kind: str, name: str, ns: str) -> Obj:
 
 @pytest.mark.e2e
 def test_the_operator_works_with_nothing_but_the_charts_rbac(
-    cluster: LocalCluster, tmp_path: Path
+    cluster: LocalCluster, prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
     """Narrow is not enough: the operator must do its job with exactly these rights."""
     suffix = _suffix()
@@ -388,8 +394,9 @@ def test_the_operator_works_with_nothing_but_the_charts_rbac(
         operator = OperatorProcess(
             cluster,
             tmp_path / "operator",
-            # Nothing listens there: analysis is inconclusive, the first move still happens.
-            prometheus=f"http://127.0.0.1:{free_port()}",
+            # A real Prometheus with no data for this model: the preflight of each gate's
+            # query passes, analysis is inconclusive, and the first move still happens.
+            prometheus=prometheus.url,
             namespaces=[watched],
             kubeconfig=kubeconfig,
         ).start()
@@ -401,6 +408,11 @@ def test_the_operator_works_with_nothing_but_the_charts_rbac(
                 lambda: _get(cluster, "modelrollout", "fraud-detector", watched).get("status"),
                 30,
                 "a status written under the chart's ServiceAccount",
+            )
+            status = wait_for(
+                lambda: _shadowing(_get(cluster, "modelrollout", "fraud-detector", watched)),
+                30,
+                "the rollout to start shadowing under the chart's ServiceAccount",
             )
             assert status["phase"] == "Shadowing", status
             obj = _get(cluster, "modelrollout", "fraud-detector", watched)
@@ -438,6 +450,11 @@ def test_the_operator_works_with_nothing_but_the_charts_rbac(
             if "forbidden" in line.lower() or "not enough permissions" in line.lower()
         ]
         assert not refused, "\n".join(refused[:20])
+
+
+def _shadowing(obj: dict[str, Any]) -> dict[str, Any] | None:
+    status: dict[str, Any] = obj.get("status") or {}
+    return status if status.get("phase") == "Shadowing" else None
 
 
 def _reconciles(operator: OperatorProcess) -> float:
