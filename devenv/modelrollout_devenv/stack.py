@@ -43,13 +43,15 @@ class TargetRegistry:
     def put(self, owner: str, targets: list[Target]) -> None:
         with self._lock:
             self._targets[owner] = targets
-        self.prometheus.refresh()
+        # set_targets, not refresh: the registry owns the server's targets, even if
+        # someone set them directly since (they would otherwise never be scraped).
+        self.prometheus.set_targets(self._all)
 
     def drop(self, owner: str) -> None:
         with self._lock:
             self._targets.pop(owner, None)
         if self.prometheus.running:
-            self.prometheus.refresh()
+            self.prometheus.set_targets(self._all)
 
 
 def _python() -> list[str]:

@@ -31,6 +31,7 @@ from modelrollout_devenv import (
     read_versions,
 )
 from modelrollout_devenv.procs import ProcessExited, Supervisor, tcp_probe
+from modelrollout_devenv.stack import TargetRegistry
 
 
 def _namespace(cluster: LocalCluster, name: str) -> str:
@@ -208,13 +209,17 @@ def test_istio_virtual_service_is_accepted(cluster: LocalCluster) -> None:
 
 
 @pytest.mark.e2e
-def test_prometheus_scrapes_a_target(prometheus: PrometheusServer) -> None:
+def test_prometheus_scrapes_a_target(prometheus: PrometheusServer, targets: TargetRegistry) -> None:
+    # Through the session's registry: setting the shared server's targets directly
+    # would drop every later test's model servers from its scrape config.
     registry = CollectorRegistry()
     Gauge("devenv_probe_value", "A value the test reads back.", registry=registry).set(42)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        prometheus.set_targets([Target("devenv-test", f"127.0.0.1:{port}", {"track": "stable"})])
+        targets.put(
+            "devenv-test", [Target("devenv-test", f"127.0.0.1:{port}", {"track": "stable"})]
+        )
         up = prometheus.wait_for_series(
             'up{job="devenv-test"}', timeout=30, predicate=lambda r: r[0]["value"][1] == "1"
         )
@@ -226,7 +231,7 @@ def test_prometheus_scrapes_a_target(prometheus: PrometheusServer) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-        prometheus.set_targets([])
+        targets.drop("devenv-test")
 
 
 @pytest.mark.e2e

@@ -150,17 +150,21 @@ def test_an_allowed_address_gets_its_own_token_and_an_unlisted_one_gets_nothing(
         _given_a_model(world, name)
         analysis = {**PROBE_ANALYSIS, "prometheus": {"address": url}}
         world.apply(m.rollout(name, world.ns, strategy=ONE_STEP, analysis=analysis))
-    # Then the team's Prometheus is asked, with the team's token and never the operator's
+    # Then the team's Prometheus is asked (the preflight of the gate's query), with the
+    # team's token and never the operator's
     status = world.wait_status(
-        "team", lambda s: bool(s.get("lastAnalysis")), 60, "a check of the team's rollout"
+        "team",
+        lambda s: "HTTP 500" in s.get("message", ""),
+        60,
+        "the preflight of the team's rollout to report the team's Prometheus",
     )
     assert team.requests, "the allowed address was queried"
     assert {r.get("Authorization") for r in team.requests} == {f"Bearer {TEAM_TOKEN}"}
     assert all(OPERATOR_TOKEN not in json.dumps(r) for r in team.requests)
-    # and its HTML error page is reduced to a status code in the status
-    [result] = status["lastAnalysis"]["results"]
-    assert result["verdict"] == "Inconclusive"
-    assert "HTTP 500" in result["reason"]
+    # and, as it answers 500, the candidate waits with no traffic, and its HTML error
+    # page is reduced to a status code in the status
+    assert status["phase"] == "Pending", status
+    assert world.route_backends("team") == {"team-v1": 100}
     assert MARKER not in json.dumps(world.status("team"))
     # and the stranger is refused and never asked, with any token or none
     world.wait_phase("stranger", "Failed", timeout=30)
