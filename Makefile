@@ -62,6 +62,10 @@ up: install binaries ## Start the local environment and keep it running (Ctrl-C 
 study: install binaries ## The gate simulation study (about 20 minutes); numbers go to docs/analysis.md
 	$(PYTHON) -m tests.study.simulation_study
 
+.PHONY: calibrate
+calibrate: ## The judge end to end on a simulated world (2,000 healthy rollouts, 4 regressions; under 15 minutes); table to docs/analysis.md
+	$(PYTHON) -m tests.calibration.calibrate
+
 .PHONY: bench
 bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 	$(PYTHON) -m tests.bench.bench_engine

@@ -26,6 +26,7 @@ interval boundaries only, and start at 0 at time 0); matchers support ``=``, ``!
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ _SUM = re.compile(r"sum\s*(?:by\s*\(([^)]*)\)\s*)?\((.*)\)", re.DOTALL)
 _QUANTILE = re.compile(r"histogram_quantile\s*\(\s*([0-9.eE+-]+)\s*,(.*)\)", re.DOTALL)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_duration(text: str) -> float:
     """Seconds in a PromQL duration (``5m``, ``1m30s``, ``300s``, ``1.5h`` is refused)."""
     if not _DURATION.fullmatch(text):
@@ -81,10 +83,11 @@ def _unescape(quoted: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
 
-def parse_matchers(text: str | None) -> list[_Matcher]:
+@functools.lru_cache(maxsize=4096)
+def parse_matchers(text: str | None) -> tuple[_Matcher, ...]:
     """``{a="x",b=~"y.*"}`` as matchers; an empty or absent selector matches everything."""
     if not text:
-        return []
+        return ()
     body = text.strip()[1:-1].strip()
     matchers: list[_Matcher] = []
     pos = 0
@@ -94,9 +97,10 @@ def parse_matchers(text: str | None) -> list[_Matcher]:
             raise UnsupportedQuery(f"cannot read the label matchers {text!r}")
         matchers.append(_Matcher(m.group(1), m.group(2), _unescape(m.group(3))))
         pos = m.end()
-    return matchers
+    return tuple(matchers)
 
 
+@functools.lru_cache(maxsize=4096)
 def _strip_parens(expr: str) -> str:
     """Drop whitespace and parentheses that wrap the whole expression."""
     expr = expr.strip()
@@ -126,6 +130,7 @@ def _scan(expr: str) -> Iterator[tuple[int, str, int]]:
         i += 1
 
 
+@functools.lru_cache(maxsize=4096)
 def _closing(expr: str, start: int) -> int:
     """The index of the bracket that closes the one at ``start`` (-1: none)."""
     opened: int | None = None
@@ -137,6 +142,7 @@ def _closing(expr: str, start: int) -> int:
     return -1
 
 
+@functools.lru_cache(maxsize=4096)
 def _split_division(expr: str) -> tuple[str, str] | None:
     for i, ch, depth in _scan(expr):
         if ch == "/" and depth == 0:
@@ -191,6 +197,9 @@ class FakePrometheus:
         self.at = at
         self.down = False
         self.queries: list[str] = []
+        self._matched: dict[
+            tuple[str, str | None], tuple[int, list[list[float]], list[dict[str, str]]]
+        ] = {}
 
     # ------------------------------------------------------------------ MetricSource
 
@@ -243,11 +252,16 @@ class FakePrometheus:
         end = t - (parse_duration(offset) if offset else 0.0)
         i_end, i_start = self.world.value_index(end), self.world.value_index(end - seconds)
         per: Callable[[float], float] = (lambda v: v / seconds) if kind == "rate" else float
-        out: list[Sample] = []
-        for labels, values in self.world.series(name):
-            if all(matcher(labels) for matcher in matchers):
-                out.append(Sample(labels, per(values[i_end] - values[i_start])))
-        return out
+        cached = self._matched.get((name, selector))
+        if cached is None or cached[0] != self.world.series_added:
+            hits = [(lb, v) for lb, v in self.world.series(name) if all(m(lb) for m in matchers)]
+            cached = (self.world.series_added, [v for _, v in hits], [lb for lb, _ in hits])
+            self._matched[(name, selector)] = cached
+        _, series, labels = cached
+        return [
+            Sample(dict(lb), per(v[i_end] - v[i_start]))
+            for lb, v in zip(labels, series, strict=True)
+        ]
 
     def _quantile(self, q: float, inner: str, t: float) -> list[Sample]:
         groups: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}

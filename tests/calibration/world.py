@@ -245,6 +245,11 @@ class World:
         }
         self._current: dict[tuple[str, Labels], float] = {}
         self._series: dict[tuple[str, Labels], list[float]] = {}
+        # name -> (labels, values) of every series of that name: what ``series`` reads.
+        self._by_name: dict[str, list[tuple[dict[str, str], list[float]]]] = {}
+        self._label_sets: dict[tuple[str, str, str], list[tuple[str, Labels]]] = {}
+        self.series_added = 0
+        """How many series exist: a reader may cache which series a selector matches."""
         self._truth: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ time
@@ -351,13 +356,38 @@ class World:
         self._truth.append(truth)
         self.intervals += 1
         for key, value in self._current.items():
-            self._series.setdefault(key, [0.0] * self.intervals).append(value)
+            values = self._series.get(key)
+            if values is None:
+                values = self._series[key] = [0.0] * self.intervals
+                self._by_name.setdefault(key[0], []).append((dict(key[1]), values))
+                self.series_added += 1
+            values.append(value)
 
     # ------------------------------------------------------------------ series
 
     def _add(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        key = (name, frozenset(labels.items()))
+        self._add_key((name, frozenset(labels.items())), value)
+
+    def _add_key(self, key: tuple[str, Labels], value: float) -> None:
         self._current[key] = self._current.get(key, 0.0) + value
+
+    def _bucket_keys(self, name: str, pod: str, version: str) -> list[tuple[str, Labels]]:
+        """The keys of one pod's ``<name>_bucket`` series then ``<name>_count`` (built once)."""
+        cache = (name, pod, version)
+        keys = self._label_sets.get(cache)
+        if keys is None:
+            cfg = self.config
+            base = {"model": cfg.model, "version": version, "pod": pod}
+            edges, extra = (
+                (cfg.buckets, {}) if name == LATENCY else (cfg.feature_buckets, {"feature": "f0"})
+            )
+            keys = [
+                (f"{name}_bucket", frozenset({**base, **extra, "le": _le_text(le)}.items()))
+                for le in edges
+            ]
+            keys.append((f"{name}_count", frozenset({**base, **extra}.items())))
+            self._label_sets[cache] = keys
+        return keys
 
     def _record_pod(
         self,
@@ -375,14 +405,11 @@ class World:
         self._add(REQUESTS, base, n)
         self._add(ERRORS, base, errors)
         self._add(NULLS, base, nulls)
-        for name, counts, edges, extra in (
-            (LATENCY, latency, cfg.buckets, {}),
-            (FEATURE, feature, cfg.feature_buckets, {"feature": "f0"}),
-        ):
-            cumulative = np.cumsum(counts)
-            for le, c in zip(edges, cumulative, strict=True):
-                self._add(f"{name}_bucket", {**base, **extra, "le": _le_text(le)}, float(c))
-            self._add(f"{name}_count", {**base, **extra}, float(cumulative[-1]))
+        for name, counts in ((LATENCY, latency), (FEATURE, feature)):
+            cumulative = np.cumsum(counts).tolist()
+            keys = self._bucket_keys(name, pod, version)
+            for key, c in zip(keys, [*cumulative, cumulative[-1]], strict=True):
+                self._add_key(key, c)
         for i, c in enumerate(classes):
             self._add(PREDICTIONS, {**base, "class": f"c{i}"}, float(c))
 
@@ -400,12 +427,13 @@ class World:
         )
 
     def series(self, name: str) -> Iterator[tuple[dict[str, str], list[float]]]:
-        """Every series of ``name``: its labels and its value at each interval boundary."""
+        """Every series of ``name``: its labels and its value at each interval boundary.
+
+        Both are the world's own (the values grow every step): read them, do not change them.
+        """
         if not self.config.record_series:
             raise RuntimeError("this world does not record series (record_series=False)")
-        for (n, labels), values in self._series.items():
-            if n == name:
-                yield dict(labels), values
+        yield from self._by_name.get(name, ())
 
     def value_index(self, t: float) -> int:
         """The boundary whose values hold at time ``t`` (clamped to the recorded ones)."""

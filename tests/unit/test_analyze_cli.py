@@ -143,7 +143,8 @@ STEADY = [0.1 + 0.001 * (i % 5) for i in range(20)]
 
 #: First matching substring wins.
 ANSWERS: list[tuple[str, dict[str, Any]]] = [
-    ("model_request_errors_total", vector([({}, 0.001)])),
+    ("model_request_errors_total", vector([({}, 5.0)])),  # 5 of 5000 since the stage start
+    ("model_requests_total", vector([({}, 5000.0)])),
     ('model_input_feature_bucket{model="fraud-detector",feature="f0",version="v2"}', vector(
         [({"le": le}, v) for le, v in cumulative([300, 700, 700, 300])]
     )),

@@ -293,15 +293,17 @@ def test_an_unreachable_source_is_inconclusive() -> None:
 # --------------------------------------------------------------------------- nullRate
 
 
-def test_null_rate_is_null_outputs_over_requests() -> None:
+def test_null_rate_is_null_outputs_of_requests_since_the_stage_start() -> None:
     g = gate(nullRate={}, max=0.01)
-    source = FakeSource({"model_null_outputs_total": scalar(0.05)})
-    r = one(g, source)
+    source = FakeSource(
+        {"model_null_outputs_total": scalar(50), "model_requests_total": scalar(1000)}
+    )
+    r = one(g, source, ctx(stage_seconds=600))
     assert r.verdict == Verdict.FAIL
     assert r.value == pytest.approx(0.05)
     assert source.queries == [
-        'sum(rate(model_null_outputs_total{model="fraud-detector",version="v2"}[1m])) / '
-        'sum(rate(model_requests_total{model="fraud-detector",version="v2"}[1m]))'
+        'sum(increase(model_requests_total{model="fraud-detector",version="v2"}[600s]))',
+        'sum(increase(model_null_outputs_total{model="fraud-detector",version="v2"}[600s]))',
     ]
     assert one(g, FakeSource()).verdict == Verdict.INCONCLUSIVE
 
@@ -724,8 +726,8 @@ def test_min_samples_holds_any_gate_until_the_candidate_has_requests() -> None:
     assert one(g, FakeSource()).needed_samples is None  # no series: no data, counted
     source.table["sum(increase(model_requests_total"] = scalar(800.4)
     r = one(g, source)
-    assert r.verdict == Verdict.PASS
-    assert (r.samples, r.needed_samples) == (800, 500)
+    assert r.verdict == Verdict.PASS  # 0 errors in 800 requests: shown below 1 %
+    assert (r.samples, r.needed_samples) == (800, None)
     assert source.queries[-2] == (
         'sum(increase(model_requests_total{model="fraud-detector",version="v2"}[1m]))'
     )
@@ -770,10 +772,12 @@ def test_previous_results_are_this_stages_newest_first_and_stage_seconds() -> No
 def test_threshold_gates_still_run_through_evaluate() -> None:
     results = evaluate(
         [gate(query="up", min=1), gate(name="n", nullRate={}, max=0.1)],
-        FakeSource({"up": scalar(1.0), "null": scalar(0.0)}),
+        FakeSource({"up": scalar(1.0), "null": scalar(0.0), "requests": scalar(1000)}),
         ctx(),
     )
-    assert [r.verdict for r in results] == [Verdict.PASS, Verdict.PASS]
+    # One query value shows nothing yet (a sign test over checks); 0 of 1000 does.
+    assert [r.verdict for r in results] == [Verdict.INCONCLUSIVE, Verdict.PASS]
+    assert results[0].samples == 1 < (results[0].needed_samples or 0)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,11 @@ Three forms:
     Drift between two count vectors on the same bins (offline).
 ``--agreement AGREE,DISAGREE,UNPAIRED``
     Shadow agreement from pair counts (offline).
+``--errors EVENTS,REQUESTS`` / ``--latency-buckets LE=COUNT,...`` / ``--requests N
+--seconds T`` / ``--checks V,V,...``
+    The threshold kinds' sequential tests on counts since the stage start (offline):
+    errorRate or nullRate, a latency quantile, throughput, a query gate's values per
+    check. ``--alpha`` is the test's level (each result's ``alpha`` in the status).
 ``-f rollout.yaml --prometheus URL [--stage canary]``
     A dry run: every gate of the manifest's analysis block, once, against a live
     Prometheus; nothing is written anywhere.
@@ -29,8 +34,9 @@ import yaml
 from pydantic import ValidationError
 
 from modelrollout.analysis import stats
-from modelrollout.analysis.gates import context_for, evaluate
+from modelrollout.analysis.gates import context_for, counts, evaluate
 from modelrollout.analysis.gates.agreement import judge_agreement
+from modelrollout.analysis.gates.common import NoVerdict, within
 from modelrollout.analysis.gates.drift import DEFAULT_DRIFT_LIMITS, judge_drift
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.base import parse_duration
@@ -62,6 +68,22 @@ def add_parsers(sub: Any) -> None:
     what.add_argument(
         "--agreement", metavar="AGREE,DISAGREE,UNPAIRED", help="shadow pair counts (offline)"
     )
+    what.add_argument(
+        "--errors",
+        metavar="EVENTS,REQUESTS",
+        help="errors (or null outputs) and requests since the stage start (errorRate, nullRate)",
+    )
+    what.add_argument(
+        "--latency-buckets",
+        metavar="LE=COUNT,...",
+        help="cumulative request counts per bucket since the stage start, +Inf included",
+    )
+    what.add_argument(
+        "--requests", type=float, metavar="N", help="requests since the stage start (throughput)"
+    )
+    what.add_argument(
+        "--checks", metavar="V,V,...", help="a query gate's value at each check, oldest first"
+    )
     what.add_argument("-f", "--filename", metavar="FILE", help="a ModelRollout manifest (dry run)")
 
     drift = p.add_argument_group("offline drift")
@@ -81,14 +103,16 @@ def add_parsers(sub: Any) -> None:
     agree.add_argument("--max-unpaired", type=float, default=0.1, metavar="FRACTION")
     agree.add_argument("--min-pairs", type=int, default=200)
 
-    level = p.add_argument_group("the test's level (offline)")
-    level.add_argument(
+    counted = p.add_argument_group("the test's level and the offline threshold tests")
+    counted.add_argument(
         "--alpha",
         type=float,
         default=0.01,
         help="the test's level: falseRollbackBudget over the rollout's (gate, stage) tests, "
         "as each result's alpha shows (default %(default)s: the whole default budget)",
     )
+    counted.add_argument("--quantile", type=float, default=0.99, help="with --latency-buckets")
+    counted.add_argument("--seconds", type=float, help="with --requests: seconds in the stage")
 
     limits = p.add_argument_group("limits (offline)")
     limits.add_argument(
@@ -133,6 +157,8 @@ def analyze(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             return _drift(args, out)
         if args.agreement is not None:
             return _agreement(args, out)
+        if args.filename is None:
+            return _counted(args, out)
         return _dry_run(args, out)
     except UsageError as exc:
         print(f"modelrollout analyze: {exc}", file=sys.stderr)
@@ -193,6 +219,70 @@ def _agreement(args: argparse.Namespace, out: TextIO) -> int:
     except (ValidationError, ValueError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     return _report_one(result, args.output, out)
+
+
+def _counted(args: argparse.Namespace, out: TextIO) -> int:
+    """The threshold kinds' tests on counts, as ``analysis.gates.counts`` judges them."""
+    limits = (args.min, args.max)
+    if args.min is None and args.max is None:
+        raise UsageError("a threshold test needs --max or --min")
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha must be in (0, 1), got {args.alpha}")
+    name = (
+        "errors"
+        if args.errors is not None
+        else "latency"
+        if args.latency_buckets is not None
+        else "throughput"
+        if args.requests is not None
+        else "query"
+    )
+    try:
+        if args.errors is not None:
+            x, n = _numbers(args.errors, "--errors", 2)
+            result = counts.judge_share(name, x, n, limits, args.alpha)
+        elif args.latency_buckets is not None:
+            if not 0 < args.quantile < 1:
+                raise UsageError(f"--quantile must be in (0, 1), got {args.quantile}")
+            result = counts.judge_latency(
+                name, _buckets(args.latency_buckets), args.quantile, limits, args.alpha
+            )
+        elif args.requests is not None:
+            if args.seconds is None:
+                raise UsageError("--requests needs --seconds")
+            result = counts.judge_rate(
+                "throughput", args.requests, args.seconds, limits, args.alpha
+            )
+        else:
+            values = _numbers(args.checks, "--checks")
+            *earlier, last = values
+            broke = sum(within(v, limits) == Verdict.FAIL for v in earlier)
+            result = counts.judge_checks(name, last, (broke, len(earlier)), limits, args.alpha)
+    except NoVerdict as exc:
+        result = GateResult(
+            metric=name,
+            verdict=Verdict.INCONCLUSIVE,
+            reason=exc.reason,
+            min=args.min,
+            max=args.max,
+        )
+    except (stats.DistributionMismatch, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return _report_one(result, args.output, out)
+
+
+def _buckets(text: str) -> dict[str, float]:
+    """``0.1=900,0.25=990,+Inf=1000`` -> ``{"0.1": 900, ...}``."""
+    out: dict[str, float] = {}
+    for part in text.replace(" ", "").split(","):
+        le, sep, value = part.partition("=")
+        if not sep or not le:
+            raise UsageError(f"--latency-buckets: {part!r} is not LE=COUNT")
+        try:
+            out[le] = float(value)
+        except ValueError:
+            raise UsageError(f"--latency-buckets: {value!r} is not a count") from None
+    return out
 
 
 def _report_one(result: GateResult, output: str, out: TextIO) -> int:

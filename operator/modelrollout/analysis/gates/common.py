@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from modelrollout.analysis import stats
 from modelrollout.analysis.source import (
@@ -382,19 +381,6 @@ def categories(samples: list[Sample], by: str, side: str) -> dict[str, float]:
     return out
 
 
-def threshold(
-    gate: MetricGate, template: str, source: MetricSource, ctx: GateContext
-) -> GateResult:
-    """The candidate's value of one PromQL template, judged against the gate's min and max.
-
-    Call it from a :func:`guarded` evaluator.
-    """
-    value = scalar(source, render(template, ctx.variables()))
-    return gate_result(
-        gate.name, within(value, own_limits(gate)), value=value, limits=own_limits(gate)
-    )
-
-
 # ----------------------------------------------------------------------- report
 
 
@@ -430,36 +416,3 @@ def per_version(
             label = f"{what + ' ' if what else ''}{role} {variables['version']}"
             out.append(Series(label, promql, same_scale))
     return tuple(out)
-
-
-class ThresholdKind(NamedTuple):
-    """The five names of a kind whose value is one PromQL template of the candidate."""
-
-    window: Callable[[MetricGate, GateContext], str]
-    limits: LimitsOf
-    evaluate: Evaluator
-    queries: Callable[[MetricGate, GateContext], Plot]
-    limit_text: Callable[[MetricGate], str]
-
-
-def threshold_kind(
-    template: Callable[[MetricGate], str], measure: str | Callable[[MetricGate], str] = ""
-) -> ThresholdKind:
-    """A kind that reads ``template`` for the candidate and holds it to min and max.
-
-    It measures over the analysis interval; ``report`` draws the template for each
-    version; ``measure`` names the value in the limit text (``p99``, ``requests/s``).
-    """
-
-    @guarded()
-    def evaluate(gate: MetricGate, source: MetricSource, ctx: GateContext) -> GateResult:
-        return threshold(gate, template(gate), source, ctx)
-
-    def queries(gate: MetricGate, ctx: GateContext) -> Plot:
-        return Plot(per_version(template(gate), ctx))
-
-    def limit_text(gate: MetricGate) -> str:
-        name = measure if isinstance(measure, str) else measure(gate)
-        return f"{name} {min_max_text(own_limits(gate))}".strip()
-
-    return ThresholdKind(interval_window, own_limits, evaluate, queries, limit_text)
