@@ -276,13 +276,15 @@ def test_a_slow_stale_or_partial_prometheus_is_inconclusive_never_a_pass(
     name = f"prom-{mode}"
     world.model(name)
     world.operator(prometheus=spoiled.url, extra=["--prometheus-timeout", "2s"])
-    strategy = {"canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "40s"}}]}}
+    # (long enough for the sequential gates to be shown good at 25% of the traffic, and
+    # for two spoiled checks after that)
+    strategy = {"canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "100s"}}]}}
     world.apply(m.rollout(name, world.ns, strategy=strategy))
     world.wait_status(name, weight_is(25), 90, "weight 25")
     world.wait_status(
         name,
         lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "Pass",
-        60,
+        90,
         "a passing check first",
     )
     # When Prometheus starts answering slowly, stale or partially
