@@ -110,6 +110,7 @@ class ModelStack:
         label_delay_s: float = 2.0,
         service_template: str = "{model}-{version}",
         kserve_storage_uri: str | None = None,
+        llm: bool = False,
     ) -> None:
         self.cluster = cluster
         self.targets = targets
@@ -126,6 +127,7 @@ class ModelStack:
         self.label_delay_s = label_delay_s
         self.service_template = service_template
         self.kserve_storage_uri = kserve_storage_uri
+        self.llm = llm
         self.sup = Supervisor(work_dir)
         self.urls: dict[str, str] = {}
         self.traffic_port: int | None = None
@@ -152,6 +154,8 @@ class ModelStack:
             ]  # fmt: skip
             if version in self.faults:
                 argv += ["--faults", json.dumps(self.faults[version])]
+            if self.llm:
+                argv.append("--llm")  # vLLM's metrics too (LLM serving gates)
             proc = self.sup.start(f"model-{self.model}-{version}", argv, env=_env())
             port = _read_port(port_file, proc, f"model server {version}")
             url = f"http://127.0.0.1:{port}"

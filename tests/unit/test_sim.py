@@ -268,6 +268,104 @@ def test_metrics_have_the_documented_names_labels_and_buckets(
     assert len(f0_bins) == 7
 
 
+LLM_METRICS = {
+    "vllm:time_to_first_token_seconds": "histogram",
+    "vllm:time_per_output_token_seconds": "histogram",
+    "vllm:inter_token_latency_seconds": "histogram",
+    "vllm:request_queue_time_seconds": "histogram",
+    "vllm:generation_tokens": "counter",
+    "vllm:prompt_tokens": "counter",
+    "vllm:gpu_cache_usage_perc": "gauge",
+    "vllm:kv_cache_usage_perc": "gauge",
+}
+
+
+def test_llm_mode_exports_vllms_metrics_whose_counts_add_up(
+    make_server: Callable[..., ms.ModelServer],
+) -> None:
+    # Given a server in LLM mode with a fast first token
+    server = make_server("v2", llm=True, ttft_ms=5.0, inter_token_ms=2.0, mean_output_tokens=8)
+    # When it answers 20 requests
+    for _ in range(20):
+        assert predict(server.url)[0] == 200
+    # Then vLLM's metric families are there, with model, version and model_name labels
+    _, text = http("GET", f"{server.url}/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, kind in LLM_METRICS.items():
+        assert families[name].type == kind, name
+        for sample in families[name].samples:
+            assert set(sample.labels) - {"le"} == {"model", "version", "model_name"}
+            assert sample.labels["model_name"] == MODEL
+    # and one TTFT and queue time per request, one token gap per token after the first
+    s = scrape(server.url)
+    tokens = value(s, "vllm:generation_tokens_total", version="v2")
+    assert value(s, "vllm:time_to_first_token_seconds_count") == 20
+    assert value(s, "vllm:request_queue_time_seconds_count") == 20
+    assert tokens >= 20
+    for gaps in ("vllm:time_per_output_token_seconds", "vllm:inter_token_latency_seconds"):
+        assert value(s, f"{gaps}_count") == tokens - 20
+    assert 0.3 <= value(s, "vllm:kv_cache_usage_perc") <= 0.5
+
+
+def test_without_llm_mode_no_vllm_metric_is_exported(
+    make_server: Callable[..., ms.ModelServer],
+) -> None:
+    server = make_server()
+    predict(server.url)
+    assert not [n for (n, _) in scrape(server.url) if n.startswith("vllm:")]
+
+
+def test_a_ttft_fault_moves_the_first_token_past_the_limit_and_slows_the_answer(
+    make_server: Callable[..., ms.ModelServer],
+) -> None:
+    # Given an LLM server whose first token comes after about 5 ms
+    server = make_server(llm=True, ttft_ms=5.0, inter_token_ms=1.0, mean_output_tokens=4)
+    # When its TTFT regresses by 300 ms
+    server.set_faults({"ttft_ms": 300})
+    started = time.perf_counter()
+    for _ in range(3):
+        assert predict(server.url)[0] == 200
+    # Then the client waited for each first token, and none came within 0.25 s
+    assert time.perf_counter() - started >= 0.75
+    s = scrape(server.url)
+    assert value(s, "vllm:time_to_first_token_seconds_bucket", le="0.25") == 0
+    assert value(s, "vllm:time_to_first_token_seconds_count") == 3
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        pytest.param({"ttft_ms": -1}, "ttft_ms must be in", id="negative-ttft"),
+        pytest.param({"inter_token_ms": 1e9}, "inter_token_ms must be in", id="huge-gap"),
+        pytest.param({"kv_cache_usage": 1.5}, "probability", id="cache-over-full"),
+    ],
+)
+def test_llm_faults_are_validated(update: dict[str, float], message: str) -> None:
+    with pytest.raises(ms.FaultError, match=message):
+        ms.validate_faults(update)
+
+
+def test_generations_have_the_configured_medians_and_mean_length() -> None:
+    # Given 2000 simulated generations with a 20 ms regression of every token gap
+    rng = random.Random(3)
+    runs = [
+        ms.simulate_generation(
+            rng, ttft_ms=80, inter_token_ms=20, mean_output_tokens=32, inter_token_fault_ms=20
+        )
+        for _ in range(2000)
+    ]
+    # Then TTFT's median is near 80 ms, the queue a fifth of it, gaps near 40 ms
+    ttft = sorted(g.ttft_s for g in runs)[1000]
+    gaps = sorted(x for g in runs for x in g.token_gaps_s)
+    assert 0.07 < ttft < 0.09
+    assert all(abs(g.queue_s - ms.QUEUE_SHARE * g.ttft_s) < 1e-12 for g in runs)
+    assert 0.037 < gaps[len(gaps) // 2] < 0.043
+    # and answers are 32 tokens long on average, never empty
+    mean = sum(g.output_tokens for g in runs) / len(runs)
+    assert 29 < mean < 35
+    assert min(g.output_tokens for g in runs) >= 1
+
+
 def test_late_labels_arrive_after_the_delay_and_skew_hurts_accuracy(
     make_server: Callable[..., ms.ModelServer],
 ) -> None:

@@ -31,6 +31,21 @@ Faults (``GET``/``POST /faults``; ``POST`` merges, ``DELETE`` resets)
     ``prediction_skew``  probability to replace the prediction by a wrong class
                          (one of the other classes or ``UNKNOWN``).
     ``null_rate``        probability to answer ``{"prediction": null}``.
+    ``ttft_ms``          (LLM mode) added to every request's time to first token.
+    ``inter_token_ms``   (LLM mode) added to every interval between output tokens.
+    ``kv_cache_usage``   (LLM mode) the KV-cache usage gauge's level, 0-1 (default 0.4).
+
+LLM mode (``--llm``)
+    Every request is also an LLM generation, exported under vLLM's metric names
+    (``vllm:time_to_first_token_seconds``, ``vllm:time_per_output_token_seconds`` and
+    ``vllm:inter_token_latency_seconds``, ``vllm:request_queue_time_seconds``,
+    ``vllm:generation_tokens_total``, ``vllm:prompt_tokens_total``,
+    ``vllm:gpu_cache_usage_perc`` and ``vllm:kv_cache_usage_perc``) with the
+    ``model``/``version`` labels and vLLM's own ``model_name``. Timing is streaming-like:
+    a queue wait, a prefill, then one interval per output token, each drawn lognormal
+    around ``--ttft-ms``, ``--inter-token-ms``; the request waits its time to first token
+    for real (what a streaming client sees first), the decode is recorded, not slept, so
+    a few threads keep up with the traffic generator.
 
 Run: ``python -m modelrollout_devenv.sim.model_server --model fraud-detector
 --version v2 --port 0 --port-file PATH``. Binds 127.0.0.1 only.
@@ -62,6 +77,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -89,6 +105,18 @@ REFERENCE_INTERACTION = 0.3  # weight of f0*f1
 REFERENCE_BIAS = 0.0
 #: Score thresholds: below the first ``approve``, below the second ``review``.
 THRESHOLDS: tuple[float, float] = (0.5, 1.5)
+
+#: vLLM-like buckets for time to first token and queue time (seconds).
+TTFT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+#: vLLM-like buckets for the interval between output tokens (seconds).
+INTER_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+#: Share of a request's time to first token spent waiting in the scheduler's queue.
+QUEUE_SHARE = 0.2
+MAX_OUTPUT_TOKENS = 512
 
 MAX_FAULT_LATENCY_MS = 60_000.0
 MAX_PENDING_LABELS = 100_000
@@ -157,8 +185,12 @@ FAULT_DEFAULTS: dict[str, float] = {
     "input_shift": 0.0,
     "prediction_skew": 0.0,
     "null_rate": 0.0,
+    "ttft_ms": 0.0,
+    "inter_token_ms": 0.0,
+    "kv_cache_usage": 0.4,
 }
-_PROBABILITY_FAULTS = frozenset({"error_rate", "prediction_skew", "null_rate"})
+_PROBABILITY_FAULTS = frozenset({"error_rate", "prediction_skew", "null_rate", "kv_cache_usage"})
+_LATENCY_FAULTS = frozenset({"latency_ms", "ttft_ms", "inter_token_ms"})
 
 
 class FaultError(ValueError):
@@ -182,8 +214,8 @@ def validate_faults(update: Mapping[str, Any]) -> dict[str, float]:
             raise FaultError(f"fault {key!r} must be finite")
         if key in _PROBABILITY_FAULTS and not 0.0 <= v <= 1.0:
             raise FaultError(f"fault {key!r} is a probability in [0, 1], got {v}")
-        if key == "latency_ms" and not 0.0 <= v <= MAX_FAULT_LATENCY_MS:
-            raise FaultError(f"latency_ms must be in [0, {MAX_FAULT_LATENCY_MS:g}], got {v}")
+        if key in _LATENCY_FAULTS and not 0.0 <= v <= MAX_FAULT_LATENCY_MS:
+            raise FaultError(f"{key} must be in [0, {MAX_FAULT_LATENCY_MS:g}], got {v}")
         clean[key] = v
     return clean
 
@@ -270,6 +302,118 @@ class ServerMetrics:
         self.correct.labels(*mv)
 
 
+class LlmMetrics:
+    """vLLM's metric names, for the LLM serving gates (docs/analysis.md, LLM serving gates).
+
+    Labelled ``model`` and ``version`` (as a scrape config relabels them) and
+    ``model_name`` (vLLM's own). Both names of the inter-token histogram and of the
+    KV-cache gauge are exported, older and newer vLLM's.
+    """
+
+    def __init__(self, registry: CollectorRegistry, model: str, version: str) -> None:
+        names = ["model", "version", "model_name"]
+        r = registry
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token (queue + prefill).",
+            names,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "vllm:request_queue_time_seconds",
+            "Time a request waited in the scheduler's queue.",
+            names,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.inter_token = [
+            Histogram(
+                name, "Time between output tokens.", names, buckets=INTER_TOKEN_BUCKETS, registry=r
+            )
+            for name in ("vllm:time_per_output_token_seconds", "vllm:inter_token_latency_seconds")
+        ]
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Generated (output) tokens.", names, registry=r
+        )
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prompt (input) tokens.", names, registry=r
+        )
+        self.kv_cache = [
+            Gauge(name, "Share of the KV cache in use, 0-1.", names, registry=r)
+            for name in ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
+        ]
+        self.labels = (model, version, model)
+        for metric in (
+            self.ttft,
+            self.queue,
+            *self.inter_token,
+            self.generation_tokens,
+            self.prompt_tokens,
+            *self.kv_cache,
+        ):
+            metric.labels(*self.labels)
+
+    def record(self, generation: Generation, kv_cache_usage: float) -> None:
+        """One finished generation: its timing, its tokens and the cache level now."""
+        lv = self.labels
+        self.queue.labels(*lv).observe(generation.queue_s)
+        self.ttft.labels(*lv).observe(generation.ttft_s)
+        for hist in self.inter_token:
+            child = hist.labels(*lv)
+            for gap in generation.token_gaps_s:
+                child.observe(gap)
+        self.generation_tokens.labels(*lv).inc(generation.output_tokens)
+        self.prompt_tokens.labels(*lv).inc(generation.prompt_tokens)
+        for gauge in self.kv_cache:
+            gauge.labels(*lv).set(kv_cache_usage)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The timing of one simulated streamed generation."""
+
+    queue_s: float
+    ttft_s: float
+    """Queue wait plus prefill: when the first token reaches the client."""
+    token_gaps_s: tuple[float, ...]
+    """One interval per output token after the first."""
+    prompt_tokens: int
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.token_gaps_s) + 1
+
+
+def simulate_generation(
+    rng: random.Random,
+    *,
+    ttft_ms: float,
+    inter_token_ms: float,
+    mean_output_tokens: float,
+    ttft_fault_ms: float = 0.0,
+    inter_token_fault_ms: float = 0.0,
+) -> Generation:
+    """Draw one generation: lognormal TTFT and token gaps, a geometric number of tokens.
+
+    The TTFT's median is ``ttft_ms`` (``QUEUE_SHARE`` of it queue wait) plus the fault;
+    each gap's median ``inter_token_ms`` plus its fault; the output length is geometric
+    with mean ``mean_output_tokens`` (at least 1, at most ``MAX_OUTPUT_TOKENS``).
+    """
+    base = ttft_ms / 1000.0 * rng.lognormvariate(0.0, 0.35)
+    queue = base * QUEUE_SHARE
+    ttft = base + ttft_fault_ms / 1000.0 * rng.lognormvariate(0.0, 0.1)
+    p = 1.0 / max(1.0, mean_output_tokens)
+    tokens = 1
+    while tokens < MAX_OUTPUT_TOKENS and rng.random() > p:
+        tokens += 1
+    gaps = tuple(
+        inter_token_ms / 1000.0 * rng.lognormvariate(0.0, 0.25) + inter_token_fault_ms / 1000.0
+        for _ in range(tokens - 1)
+    )
+    return Generation(queue, ttft, gaps, prompt_tokens=rng.randint(16, 256))
+
+
 # ----------------------------------------------------------------------------- the server
 
 
@@ -332,6 +476,10 @@ class ModelServer:
         label_fraction: float = 0.3,
         model_noise: float = 0.015,
         label_noise: float = 0.15,
+        llm: bool = False,
+        ttft_ms: float = 80.0,
+        inter_token_ms: float = 20.0,
+        mean_output_tokens: float = 64.0,
     ) -> None:
         if not 0.0 <= label_fraction <= 1.0:
             raise ValueError("label_fraction must be in [0, 1]")
@@ -345,6 +493,10 @@ class ModelServer:
         self.label_noise = label_noise
         self.weights = version_weights(model, version, model_noise)
         self.metrics = ServerMetrics(model, version)
+        self.llm = LlmMetrics(self.metrics.registry, model, version) if llm else None
+        self.ttft_ms = ttft_ms
+        self.inter_token_ms = inter_token_ms
+        self.mean_output_tokens = mean_output_tokens
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._faults = dict(FAULT_DEFAULTS)
@@ -424,6 +576,21 @@ class ModelServer:
             fault_jitter = self._rng.lognormvariate(0.0, 0.1)
         return self.base_latency_s * jitter + fault_latency_ms / 1000.0 * fault_jitter
 
+    def _generation(self, faults: Mapping[str, float]) -> Generation:
+        with self._rng_lock:
+            return simulate_generation(
+                self._rng,
+                ttft_ms=self.ttft_ms,
+                inter_token_ms=self.inter_token_ms,
+                mean_output_tokens=self.mean_output_tokens,
+                ttft_fault_ms=faults["ttft_ms"],
+                inter_token_fault_ms=faults["inter_token_ms"],
+            )
+
+    def _jitter(self, sigma: float) -> float:
+        with self._rng_lock:
+            return self._rng.lognormvariate(0.0, sigma)
+
     def _ground_truth(self, true_features: Mapping[str, float]) -> str:
         with self._rng_lock:
             noise = self._rng.gauss(0.0, self.label_noise)
@@ -457,7 +624,9 @@ class ModelServer:
         for name, value in seen.items():
             self.metrics.input_feature.labels(*mv, name).observe(value)
 
-        time.sleep(self._service_time(faults["latency_ms"]))
+        generation = self._generation(faults) if self.llm is not None else None
+        service = self._service_time(faults["latency_ms"])
+        time.sleep(service + (generation.ttft_s if generation else 0.0))
 
         if faults["error_rate"] > 0 and self._uniform() < faults["error_rate"]:
             self.metrics.requests.labels(*mv, m_label, "500").inc()
@@ -479,6 +648,8 @@ class ModelServer:
         if self.label_fraction > 0 and self._uniform() < self.label_fraction:
             self._schedule_label(prediction == self._ground_truth(true_features))
 
+        if self.llm is not None and generation is not None:
+            self.llm.record(generation, min(1.0, faults["kv_cache_usage"] * self._jitter(0.05)))
         self.metrics.requests.labels(*mv, m_label, "200").inc()
         self.metrics.duration.labels(*mv, m_label).observe(time.perf_counter() - started)
         return Answer(
@@ -665,6 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.015,
         help="size of the version-seeded weight perturbation (0: identical to the reference)",
     )
+    p.add_argument("--llm", action="store_true", help="also export vLLM's LLM metrics")
+    p.add_argument("--ttft-ms", type=float, default=80.0, help="LLM: median time to first token")
+    p.add_argument(
+        "--inter-token-ms", type=float, default=20.0, help="LLM: median time between tokens"
+    )
+    p.add_argument(
+        "--mean-output-tokens", type=float, default=64.0, help="LLM: mean tokens per answer"
+    )
     p.add_argument(
         "--faults", default="{}", help='initial faults as JSON, e.g. {"error_rate": 0.2}'
     )
@@ -693,6 +872,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         label_delay_s=args.label_delay_s,
         label_fraction=args.label_fraction,
         model_noise=args.model_noise,
+        llm=args.llm,
+        ttft_ms=args.ttft_ms,
+        inter_token_ms=args.inter_token_ms,
+        mean_output_tokens=args.mean_output_tokens,
     )
     try:
         initial = json.loads(args.faults)

@@ -317,23 +317,111 @@ class AccuracyGate(ApiModel):
     correct: MetricName = Field(default="model_correct_predictions_total")
 
 
+class _LlmSelector(ApiModel):
+    """Which series are the candidate's: vLLM labels ``model_name``; relabel as you scrape."""
+
+    model_label: LabelName = Field(
+        default="model",
+        description="The label holding the model's name (vLLM's own is model_name; "
+        "docs/analysis.md).",
+    )
+    version_label: LabelName = Field(
+        default="version", description="The label that tells the versions apart."
+    )
+
+
+class LlmLatencyGate(_LlmSelector):
+    """A quantile of an LLM server's latency histogram, judged on its bucket counts."""
+
+    quantile: float = Field(default=0.95, gt=0, lt=1)
+    metric: MetricName = Field(description="Histogram name without _bucket.")
+
+
+class TimeToFirstTokenGate(LlmLatencyGate):
+    """Time to first token (queue + prefill), per request."""
+
+    metric: MetricName = Field(
+        default="vllm:time_to_first_token_seconds", description="Histogram name without _bucket."
+    )
+
+
+class InterTokenLatencyGate(LlmLatencyGate):
+    """Time between output tokens, per token (vLLM >= 0.11: vllm:inter_token_latency_seconds)."""
+
+    metric: MetricName = Field(
+        default="vllm:time_per_output_token_seconds",
+        description="Histogram name without _bucket.",
+    )
+
+
+class QueueTimeGate(LlmLatencyGate):
+    """Time a request waits before it is scheduled, per request."""
+
+    metric: MetricName = Field(
+        default="vllm:request_queue_time_seconds", description="Histogram name without _bucket."
+    )
+
+
+class OutputTokensGate(_LlmSelector):
+    """Output (generated) tokens per second since the stage start."""
+
+    metric: MetricName = Field(
+        default="vllm:generation_tokens_total", description="Counter of generated tokens."
+    )
+
+
+class KvCacheUsageGate(_LlmSelector):
+    """The KV-cache usage gauge (0-1), its highest value over each check's interval."""
+
+    metric: MetricName = Field(
+        default="vllm:gpu_cache_usage_perc",
+        description="Gauge of the used share of the KV cache (vLLM >= 0.10: "
+        "vllm:kv_cache_usage_perc).",
+    )
+
+
+class CostPerThousandTokensGate(OutputTokensGate):
+    """What the candidate's GPUs cost per 1,000 output tokens: price x GPUs / (tokens/h / 1000)."""
+
+    price_per_gpu_hour: float = Field(gt=0, description="Price of one GPU for one hour.")
+    gpus: float = Field(
+        default=1, gt=0, description="GPUs serving the candidate (all its replicas together)."
+    )
+
+
+_KINDS_TEXT = (
+    "query, latency, errorRate, throughput, nullRate, drift, agreement, compare, score, "
+    "accuracy, timeToFirstToken, interTokenLatency, queueTime, outputTokensPerSecond, "
+    "kvCacheUsage, costPerThousandTokens"
+)
+
+_LLM_MAX = (
+    "timeToFirstToken, interTokenLatency, queueTime, kvCacheUsage and costPerThousandTokens "
+    "need max (and no min)"
+)
+_LLM_MIN = "outputTokensPerSecond needs min (and no max)"
+
+
 class MetricGate(ApiModel):
     """One gate: a value from Prometheus compared with min and/or max.
 
     The value comes from exactly one source: a PromQL ``query`` template, a
     built-in threshold (``latency``, ``errorRate``, ``throughput``, ``nullRate``)
-    that needs no PromQL, or an ML judge (``drift``, ``agreement``, ``compare``,
-    ``score``, ``accuracy``; docs/analysis.md). ``compare``, ``score`` and
-    ``accuracy`` carry their own limits and take no min or max.
+    that needs no PromQL, an LLM serving gate (``timeToFirstToken``,
+    ``interTokenLatency``, ``queueTime``, ``outputTokensPerSecond``, ``kvCacheUsage``,
+    ``costPerThousandTokens``, on vLLM's metric names), or an ML judge (``drift``,
+    ``agreement``, ``compare``, ``score``, ``accuracy``; docs/analysis.md).
+    ``compare``, ``score`` and ``accuracy`` carry their own limits and take no min or max.
     """
 
     model_config = cel_rules(
         (
             "[has(self.query), has(self.latency), has(self.errorRate), has(self.throughput), "
             "has(self.nullRate), has(self.drift), has(self.agreement), has(self.compare), "
-            "has(self.score), has(self.accuracy)].filter(x, x).size() == 1",
-            "a gate needs exactly one of query, latency, errorRate, throughput, nullRate, "
-            "drift, agreement, compare, score, accuracy",
+            "has(self.score), has(self.accuracy), has(self.timeToFirstToken), "
+            "has(self.interTokenLatency), has(self.queueTime), has(self.outputTokensPerSecond), "
+            "has(self.kvCacheUsage), has(self.costPerThousandTokens)].filter(x, x).size() == 1",
+            f"a gate needs exactly one of {_KINDS_TEXT}",
         ),
         (
             "has(self.compare) || has(self.score) || has(self.accuracy) || "
@@ -352,6 +440,13 @@ class MetricGate(ApiModel):
             "drift psi and js need max; ks needs max (on D) or min (on the p-value); "
             "chi2 needs min (on the p-value)",
         ),
+        (
+            "!(has(self.timeToFirstToken) || has(self.interTokenLatency) || has(self.queueTime) "
+            "|| has(self.kvCacheUsage) || has(self.costPerThousandTokens)) "
+            "|| (has(self.max) && !has(self.min))",
+            _LLM_MAX,
+        ),
+        ("!has(self.outputTokensPerSecond) || (has(self.min) && !has(self.max))", _LLM_MIN),
     )
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -371,6 +466,25 @@ class MetricGate(ApiModel):
     compare: CompareGate | None = None
     score: ScoreGate | None = None
     accuracy: AccuracyGate | None = None
+    time_to_first_token: TimeToFirstTokenGate | None = Field(
+        default=None, description="LLM: a quantile of time to first token, in seconds (max)."
+    )
+    inter_token_latency: InterTokenLatencyGate | None = Field(
+        default=None, description="LLM: a quantile of the time between tokens, in seconds (max)."
+    )
+    queue_time: QueueTimeGate | None = Field(
+        default=None, description="LLM: a quantile of the scheduler queue time, in seconds (max)."
+    )
+    output_tokens_per_second: OutputTokensGate | None = Field(
+        default=None, description="LLM: generated tokens per second (min)."
+    )
+    kv_cache_usage: KvCacheUsageGate | None = Field(
+        default=None, description="LLM: the KV-cache usage gauge, 0-1 (max)."
+    )
+    cost_per_thousand_tokens: CostPerThousandTokensGate | None = Field(
+        default=None,
+        description="LLM: GPU cost per 1,000 output tokens, from pricePerGpuHour (max).",
+    )
     min: float | None = None
     max: float | None = None
     min_samples: int | None = Field(
@@ -401,12 +515,15 @@ class MetricGate(ApiModel):
             self.compare,
             self.score,
             self.accuracy,
+            self.time_to_first_token,
+            self.inter_token_latency,
+            self.queue_time,
+            self.output_tokens_per_second,
+            self.kv_cache_usage,
+            self.cost_per_thousand_tokens,
         )
         if sum(x is not None for x in sources) != 1:
-            raise ValueError(
-                f"gate {self.name!r} needs exactly one of query, latency, errorRate, "
-                "throughput, nullRate, drift, agreement, compare, score, accuracy"
-            )
+            raise ValueError(f"gate {self.name!r} needs exactly one of {_KINDS_TEXT}")
         own_limits = any(x is not None for x in (self.compare, self.score, self.accuracy))
         has_limit = self.min is not None or self.max is not None
         if own_limits and has_limit:
@@ -416,6 +533,18 @@ class MetricGate(ApiModel):
             )
         if not own_limits and not has_limit:
             raise ValueError(f"gate {self.name!r} needs min or max")
+        lo_set, hi_set = self.min is not None, self.max is not None
+        capped = (
+            self.time_to_first_token,
+            self.inter_token_latency,
+            self.queue_time,
+            self.kv_cache_usage,
+            self.cost_per_thousand_tokens,
+        )
+        if any(x is not None for x in capped) and not (hi_set and not lo_set):
+            raise ValueError(f"gate {self.name!r}: {_LLM_MAX}")
+        if self.output_tokens_per_second is not None and not (lo_set and not hi_set):
+            raise ValueError(f"gate {self.name!r}: {_LLM_MIN}")
         if self.drift is not None:
             method, lo, hi = self.drift.method, self.min is not None, self.max is not None
             ok = (

@@ -21,6 +21,9 @@ One module per kind (formulas, defaults and limits in docs/analysis.md):
   difference of cumulative counters;
 - ``score``:      a Kayenta-style weighted score over several per-step comparisons;
 - ``accuracy``:   late-label accuracy, candidate against stable, with a margin;
+- ``llm``:        the LLM serving gates on vLLM's metrics (time to first token,
+  inter-token latency, queue time, output tokens/s, KV-cache usage, cost per 1,000
+  tokens), one module with six registry entries, judged by the threshold kinds' tests;
 
 and ``min_samples`` (any gate): too few requests to the candidate is inconclusive.
 ``common`` holds what they share; ``registry`` finds a gate's kind. The built-in kinds

@@ -411,11 +411,14 @@ def judge_rate(
     seconds: float,
     limits: common.Limits,
     alpha: float,
+    *,
+    unit: str = "requests",
 ) -> GateResult:
-    """Requests per second over ``seconds`` against a ``min`` (or ``max``) rate.
+    """Events (``unit``: requests, tokens) per second over ``seconds`` against a ``min``
+    (or ``max``) rate.
 
     ``poisson_rate_cs`` with the Gamma prior centred on the limit. The value is the
-    plug-in rate; ``samples`` and ``neededSamples`` count requests.
+    plug-in rate; ``samples`` and ``neededSamples`` count the events.
     """
     if seconds <= 0:
         raise common.NoVerdict("no time in the stage yet")
@@ -439,7 +442,7 @@ def judge_rate(
         return needed(decides, count)
 
     reason = (
-        f"{_fmt(rate)} requests/s ({count:.0f} in {seconds:.0f} s), {level_text(alpha)} "
+        f"{_fmt(rate)} {unit}/s ({count:.0f} in {seconds:.0f} s), {level_text(alpha)} "
         f"anytime CS {_span(*interval)} {_against(limits)}: {_SAYS[outcome]}"
     )
     return _result(
@@ -452,7 +455,7 @@ def judge_rate(
         reason=reason,
         samples=count,
         need=need,
-        unit="requests",
+        unit=unit,
     )
 
 

@@ -20,6 +20,7 @@ from modelrollout.analysis.gates import (
     drift,
     error_rate,
     latency,
+    llm,
     null_rate,
     query,
     score,
@@ -59,6 +60,12 @@ KINDS: dict[str, GateKind] = {
     "compare": compare,
     "score": score,
     "accuracy": accuracy,
+    "time_to_first_token": llm.time_to_first_token,
+    "inter_token_latency": llm.inter_token_latency,
+    "queue_time": llm.queue_time,
+    "output_tokens_per_second": llm.output_tokens_per_second,
+    "kv_cache_usage": llm.kv_cache_usage,
+    "cost_per_thousand_tokens": llm.cost_per_thousand_tokens,
 }
 
 
