@@ -82,9 +82,27 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
     return schema
 
 
+#: The longest string the API server stores in any spec field that has no bound of its own
+#: (queries, templates, addresses, names): a tenant's 1 MB string is refused at apply time,
+#: naming the field, instead of being carried into requests, Events and the status.
+MAX_SPEC_STRING = 8192
+
+
+def bound_strings(node: Any, limit: int = MAX_SPEC_STRING) -> Any:
+    """Give every free string in a schema a ``maxLength`` (enums and own bounds kept)."""
+    if isinstance(node, list):
+        return [bound_strings(n, limit) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: bound_strings(v, limit) for k, v in node.items()}
+    if out.get("type") == "string" and "enum" not in out and "maxLength" not in out:
+        out["maxLength"] = limit
+    return out
+
+
 def crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition as a dict."""
-    spec_schema = openapi_schema(ModelRolloutSpec)
+    spec_schema = bound_strings(openapi_schema(ModelRolloutSpec))
     status_schema = openapi_schema(ModelRolloutStatus)
     spec_schema.pop("description", None)
     status_schema.pop("description", None)

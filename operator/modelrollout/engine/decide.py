@@ -35,6 +35,7 @@ from modelrollout.api.status import (
     Weights,
 )
 from modelrollout.engine.admission import waiting_message
+from modelrollout.engine.bounds import bounded, clip
 from modelrollout.engine.conditions import set_conditions
 from modelrollout.engine.seed import stable_from_route
 from modelrollout.engine.types import (
@@ -196,7 +197,7 @@ class _Tick:
     # -- small verbs -----------------------------------------------------------
 
     def event(self, type_: EventType, reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
+        self.events.append(Event(type_, reason, clip(message)))
 
     def record(self, reason: str, message: str | None = None) -> None:
         s = self.s
@@ -1132,7 +1133,7 @@ def _finish(
         )
     set_conditions(s, obs, t.now, drift=drift is not None)
     return Decision(
-        status=s.dump(),
+        status=bounded(s.dump()),
         traffic=intent,
         events=t.events,
         release_finalizer=release,
