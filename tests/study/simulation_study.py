@@ -65,7 +65,7 @@ from modelrollout.analysis.source import PrometheusSource
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import GateResult, ModelRolloutStatus, Phase, Verdict
-from modelrollout.engine import Observations, TrafficState, decide
+from modelrollout.engine import Observations, Preflight, TrafficState, decide
 from modelrollout_devenv.procs import Supervisor, http_probe, wait_until
 from modelrollout_devenv.prometheus import PrometheusServer, Target
 from modelrollout_devenv.sim.model_server import FEATURE_BUCKETS
@@ -549,8 +549,12 @@ def replay(gates: Sequence[MetricGate], checks: Sequence[Sequence[GateResult]], 
         }
     )
     names = {g.name for g in gates}
-    d = decide(spec, ModelRolloutStatus(), Observations(traffic=TrafficState(0, 0)), T0)
-    status = ModelRolloutStatus.model_validate(d.status)
+    # The first tick is the preflight of the gates' queries (they ran against the real
+    # Prometheus, so it passes); the second sets the first weight.
+    status = ModelRolloutStatus()
+    for _ in range(2):
+        first = Observations(traffic=TrafficState(0, 0), preflight=Preflight())
+        status = ModelRolloutStatus.model_validate(decide(spec, status, first, T0).status)
     assert status.weights.candidate == 50, status.message
     route = TrafficState(50, 0)
     verdicts, first_fail, rollback = "", None, None
