@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from modelrollout.analysis import sequential as sq
 from modelrollout.analysis import stats
 from modelrollout.analysis.gates import common
+from modelrollout.analysis.gates import shown as shown_kinds
 from modelrollout.analysis.source import MetricSource
 from modelrollout.api.gates import MetricGate
 from modelrollout.api.status import GateResult, Verdict
@@ -40,18 +41,13 @@ from modelrollout.api.status import GateResult, Verdict
 Bools = NDArray[np.bool_]
 Floats = NDArray[np.float64]
 
-#: The search for ``neededSamples`` looks up to this many times the data so far; a
-#: truth closer to the limit than that resolves is reported as needing this much.
-NEEDED_HORIZON = 1e4
+#: The search for ``neededSamples`` looks as far as the ML kinds' (``shown``).
+NEEDED_HORIZON = shown_kinds.NEEDED_HORIZON
 #: The search steps by x1.5 up to the horizon, then by about x1.04 within the step.
 _COARSE = 1.5
 _FINE = 10
 
-_VERDICT = {
-    sq.Shown.GOOD: Verdict.PASS,
-    sq.Shown.BAD: Verdict.FAIL,
-    sq.Shown.NOT_YET: Verdict.INCONCLUSIVE,
-}
+_VERDICT = shown_kinds.VERDICT
 _SAYS = {
     sq.Shown.GOOD: "shown within the limit",
     sq.Shown.BAD: "shown outside the limit",
