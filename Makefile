@@ -70,6 +70,10 @@ calibrate: ## The judge end to end on a simulated world (2,000 healthy rollouts,
 bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 	$(PYTHON) -m tests.bench.bench_engine
 
+.PHONY: bench-idle
+bench-idle: ## Idle cost: operator CPU and RSS with 100 and 1,000 finished rollouts in a local cluster
+	$(PYTHON) -m tests.bench.bench_idle
+
 .PHONY: clean
 clean: ## Remove build leftovers in the clone (the binary cache in ~/.cache stays)
 	rm -rf build dist *.egg-info devenv/build devenv/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -40,17 +40,18 @@ Rules = dict[tuple[str, str], set[str]]
 #: Every (apiGroup, resource) the operator touches in a watched namespace, and how.
 #: kopf lists, watches and patches (finalizer, annotations) the ModelRollouts; the
 #: operator patches their status, creates Events, reads and patches the routes,
-#: reads Deployments and patches their scale, and gets the one Secret of notification
-#: receivers by its name. Nothing else; never any other Secret, never list or watch.
+#: reads Deployments and patches their scale, lists and watches the routes so that
+#: a hand edit wakes the rollout that owns it, and gets the one Secret of notification
+#: receivers by its name. Nothing else; never any other Secret.
 NOTIFICATIONS_SECRET = ("", "secrets[modelrollout-notifications]")
 NAMESPACED_RULES: Rules = {
     ("modelrollout.io", "modelrollouts"): {"list", "watch", "patch"},
     ("modelrollout.io", "modelrollouts/status"): {"patch"},
     ("", "events"): {"create"},
     NOTIFICATIONS_SECRET: {"get"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
-    ("networking.istio.io", "virtualservices"): {"get", "patch"},
-    ("", "services"): {"get", "patch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "patch"},
+    ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "patch"},
+    ("", "services"): {"get", "list", "watch", "patch"},
     ("apps", "deployments"): {"get"},
     ("apps", "deployments/scale"): {"patch"},
 }
@@ -194,6 +195,8 @@ VALUE_SETS: dict[str, Obj] = {
     "namespaces": {"watchNamespaces": ["ml", "ml-staging"]},
     "replicas": {"replicas": 3},
     "replicas-namespaces": {"replicas": 2, "watchNamespaces": ["ml"]},
+    "shards": {"shards": 3, "replicas": 2},
+    "shards-namespaces": {"shards": 2, "replicas": 2, "watchNamespaces": ["ml", "ml-staging"]},
     "bearer": {"prometheus": {"auth": {"bearerTokenSecret": {"name": "prom", "key": "tok"}}}},
     "basic-ca": {
         "prometheus": {
@@ -409,6 +412,9 @@ def test_default_flags(tmp_path: Path) -> None:
     assert flags.prometheus_basic_auth_file is None
     assert flags.prometheus_ca is None
     assert flags.tick == "5s"
+    assert flags.resync == "5m"
+    assert flags.watch_routes == "gatewayAPI,istio,service"
+    assert (flags.shards, flags.shard) == (1, 0)
     assert (flags.log_format, flags.log_level) == ("json", "info")
     assert (flags.max_concurrent_rollouts, flags.max_concurrent_rollouts_per_namespace) == (0, 0)
     assert flags.notifications_file is None
@@ -458,6 +464,8 @@ def test_a_list_of_namespaces_gets_roles_and_no_cluster_role(tmp_path: Path) -> 
         ({"tick": "1d"}, "tick"),
         ({"logFormat": "xml"}, "logFormat"),
         ({"replica": 2}, "replica"),
+        ({"shards": 0}, "shards"),
+        ({"resync": "soon"}, "resync"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"prometheus": {"address": "prometheus:9090"}}, "address"),
         ({"prometheus": {"allowedAddresses": ["http://u:p@prom:9090"]}}, "allowedAddresses"),
@@ -493,6 +501,8 @@ def test_routers_can_be_left_out_of_rbac(tmp_path: Path) -> None:
     assert ("", "services") not in table
     assert ("apps", "deployments") not in table
     assert ("gateway.networking.k8s.io", "httproutes") in table
+    # and the operator watches only the routes it may watch
+    assert parse_flags(container(render(tmp_path, values))["args"]).watch_routes == "gatewayAPI"
 
 
 def test_blue_green_scale_down_needs_deployment_scale_without_the_service_router(
@@ -551,6 +561,61 @@ def test_peering_name_can_be_set(tmp_path: Path) -> None:
     objs = render(tmp_path, {"replicas": 2, "peering": {"name": "ml-operators"}})
     assert parse_flags(container(objs)["args"]).peering == "ml-operators"
     assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "ml-operators"
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def test_shards_get_a_deployment_each_with_disjoint_pods_and_a_peering_each(
+    tmp_path: Path,
+) -> None:
+    objs = render(tmp_path, VALUE_SETS["shards"])
+    deployments = kinds(objs, "Deployment")
+    assert [d["metadata"]["name"] for d in deployments] == [
+        f"{FULLNAME}-shard-{i}" for i in range(3)
+    ]
+    peerings = sorted(p["metadata"]["name"] for p in kinds(objs, "ClusterKopfPeering"))
+    budgets = {b["metadata"]["name"]: b for b in kinds(objs, "PodDisruptionBudget")}
+    for i, dep in enumerate(deployments):
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        flags = parse_flags(c["args"])
+        assert (flags.shards, flags.shard) == (3, i)
+        assert dep["spec"]["replicas"] == 2
+        # kopf appends the shard to the peering name; the chart creates that object
+        assert f"{flags.peering}-shard-{i}" in peerings
+        selector = dep["spec"]["selector"]["matchLabels"]
+        assert selector["modelrollout.io/shard"] == str(i)
+        assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        for other in deployments:
+            if other is not dep:
+                pods = other["spec"]["template"]["metadata"]["labels"]
+                assert not selector.items() <= pods.items(), "selectors must not overlap"
+        budget = budgets[dep["metadata"]["name"]]
+        assert budget["spec"]["selector"]["matchLabels"] == selector
+    assert len(peerings) == 3
+    # the metrics Service still reaches every shard's pods
+    svc = one(objs, "Service")
+    for dep in deployments:
+        assert (
+            svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        )
+
+
+def test_shards_in_listed_namespaces_peer_per_shard_in_each_namespace(tmp_path: Path) -> None:
+    objs = render(tmp_path, VALUE_SETS["shards-namespaces"])
+    peerings = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]) for p in kinds(objs, "KopfPeering")
+    }
+    assert peerings == {
+        (ns, f"{FULLNAME}-shard-{i}") for ns in ("ml", "ml-staging") for i in range(2)
+    }
+
+
+def test_one_shard_keeps_the_deployment_name_and_selector_of_old(tmp_path: Path) -> None:
+    dep = one(render(tmp_path, {"shards": 1}), "Deployment")
+    assert dep["metadata"]["name"] == FULLNAME
+    assert "modelrollout.io/shard" not in dep["spec"]["selector"]["matchLabels"]
+    assert "--shards" not in " ".join(container([dep])["args"])
 
 
 def test_the_peering_crds_ship_in_the_chart() -> None:

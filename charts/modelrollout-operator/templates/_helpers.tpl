@@ -59,6 +59,33 @@ app.kubernetes.io/part-of: modelrollout
 {{- default (include "modelrollout.fullname" .) .Values.peering.name }}
 {{- end }}
 
+{{/* The peering objects: one per shard (the operator appends -shard-<i> to --peering). */}}
+{{- define "modelrollout.peeringNames" -}}
+{{- $name := include "modelrollout.peeringName" . }}
+{{- $shards := int .Values.shards }}
+{{- if gt $shards 1 }}
+{{- range $i := until $shards }}{{ printf "%s-shard-%d" $name $i }} {{ end }}
+{{- else }}{{ $name }}{{ end }}
+{{- end }}
+
+{{/* The name of shard <shard>'s Deployment (and budget): the full name when there is one shard. */}}
+{{- define "modelrollout.shardName" -}}
+{{- $full := include "modelrollout.fullname" .root }}
+{{- if gt (int .root.Values.shards) 1 }}
+{{- printf "%s-shard-%d" ($full | trunc 55 | trimSuffix "-") (int .shard) }}
+{{- else }}{{ $full }}{{ end }}
+{{- end }}
+
+{{/* The route kinds the operator watches: the routers RBAC lets it drive. */}}
+{{- define "modelrollout.watchRoutes" -}}
+{{- $r := .Values.rbac.trafficRouters }}
+{{- $kinds := list }}
+{{- if $r.gatewayAPI }}{{ $kinds = append $kinds "gatewayAPI" }}{{ end }}
+{{- if $r.istio }}{{ $kinds = append $kinds "istio" }}{{ end }}
+{{- if $r.service }}{{ $kinds = append $kinds "service" }}{{ end }}
+{{- if $kinds }}{{ join "," $kinds }}{{ else }}none{{ end }}
+{{- end }}
+
 {{/*
 The rules the operator needs on the objects of a namespace, shared by the
 ClusterRole (all namespaces) and the per-namespace Roles. Each one is used by
@@ -99,22 +126,25 @@ the code named in its comment; nothing else is granted.
   verbs: ["get"]
 {{- end }}
 {{- if .Values.rbac.trafficRouters.gatewayAPI }}
-# Gateway API router: read the HTTPRoute, patch its backend weights and mirror.
+# Gateway API router: read the HTTPRoute, patch its backend weights and mirror;
+# list and watch them, so that a hand edit wakes its rollout, which restores it.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.rbac.trafficRouters.istio }}
-# Istio router: read the VirtualService, patch its route weights and mirror.
+# Istio router: read the VirtualService, patch its route weights and mirror;
+# list and watch them (a hand edit wakes its rollout).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.rbac.trafficRouters.service }}
-# Plain Service router: read and re-point the Service's selector.
+# Plain Service router: read and re-point the Service's selector. Services are
+# listed and watched: a hand edit of the selector wakes its rollout.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if or .Values.rbac.trafficRouters.service .Values.rbac.scaleDown }}
 # The plain Service router's replica ratio, and blue-green's scale-down of the

@@ -65,7 +65,18 @@ def add_parsers(sub: Any) -> None:
         default="10s",
         help="longest wait for one Prometheus answer; a slower one is no answer (inconclusive)",
     )
-    p.add_argument("--tick", default="5s", help="how often each rollout is reconciled")
+    p.add_argument(
+        "--tick",
+        default="5s",
+        help="the longest an active rollout with a due check or pause sleeps between "
+        "reconciles (rollouts are woken by changes and due times; finished ones never poll)",
+    )
+    p.add_argument(
+        "--resync",
+        default="5m",
+        help="the longest an active rollout with nothing due sleeps (a safety net for "
+        "changes no watch reported); finished rollouts are never resynced",
+    )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--health-port", type=int, default=8080, help="0 to disable /healthz")
@@ -74,7 +85,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--peering",
         default=None,
-        help="kopf peering name: several replicas share the work, one acts on a rollout",
+        help="kopf peering name: several replicas share the work, one acts on a rollout "
+        "(with --shards, each shard peers under NAME-shard-I)",
     )
     p.add_argument(
         "--priority",
@@ -127,6 +139,35 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--notification-timeout", default="5s", help="how long one delivery attempt may take"
     )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=int(os.environ.get("MODELROLLOUT_SHARDS", "1")),
+        help="split the rollouts among this many shards (label modelrollout.io/shard, a hash "
+        "of the uid); each shard is one set of replicas (env MODELROLLOUT_SHARDS)",
+    )
+    p.add_argument(
+        "--shard",
+        type=int,
+        default=int(os.environ.get("MODELROLLOUT_SHARD", "0")),
+        help="the shard this replica handles, 0 to shards-1 (env MODELROLLOUT_SHARD)",
+    )
+    p.add_argument(
+        "--identity",
+        default=None,
+        help="this replica's name in the peering (default: $POD_ID, else user@host/pid)",
+    )
+    p.add_argument(
+        "--field-manager",
+        default="modelrollout-operator",
+        help="the field manager named in managedFields for status writes",
+    )
+    p.add_argument(
+        "--watch-routes",
+        default="gatewayAPI,istio,service",
+        help="route kinds whose changes wake their rollouts (comma-separated, or 'none'); "
+        "each needs list/watch on its objects",
+    )
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--context", default=None)
     p.set_defaults(func=run)
@@ -159,14 +200,27 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from modelrollout.operator.handlers import RunConfig, build_registry, policy_of, source_of
+    from modelrollout.operator.handlers import (
+        ROUTE_RESOURCES,
+        RunConfig,
+        build_registry,
+        policy_of,
+        source_of,
+    )
     from modelrollout.operator.metrics import OperatorMetrics
     from modelrollout.operator.notify import Settings
+    from modelrollout.operator.sharding import peering_for
 
     try:
         credentials = prometheus_credentials(args)
     except ValueError as exc:
         raise SystemExit(f"modelrollout run: --prometheus-credentials: {exc}") from None
+    if args.shards < 1 or not 0 <= args.shard < args.shards:
+        raise SystemExit(f"--shard {args.shard} is not one of 0..{args.shards - 1}")
+    watch_routes = tuple(r for r in args.watch_routes.split(",") if r and r != "none")
+    unknown = sorted(set(watch_routes) - set(ROUTE_RESOURCES))
+    if unknown:
+        raise SystemExit(f"--watch-routes: unknown route kinds {unknown}")
     cfg = RunConfig(
         namespaces=[] if args.all_namespaces else list(args.namespace),
         prometheus=args.prometheus,
@@ -174,9 +228,14 @@ def run(args: argparse.Namespace) -> int:
         prometheus_credentials=credentials,
         tick=parse_duration(args.tick),
         prometheus_timeout=parse_duration(args.prometheus_timeout),
+        resync=parse_duration(args.resync),
         peering=args.peering,
         priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
         peering_lifetime=int(parse_duration(args.peering_lifetime)),
+        shard=args.shard,
+        shards=args.shards,
+        field_manager=args.field_manager,
+        watch_routes=watch_routes,
         kubeconfig=args.kubeconfig,
         context=args.context,
         metrics=OperatorMetrics(),
@@ -211,12 +270,14 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         cfg.metrics.serve(args.metrics_port, args.bind_address)
     registry = build_registry(cfg)
+    peering = peering_for(cfg.peering, cfg.shard, cfg.shards) if cfg.peering else None
     health = f"http://{args.bind_address}:{args.health_port}/healthz" if args.health_port else None
     asyncio.run(
         kopf.operator(
             registry=registry,
-            standalone=cfg.peering is None,
-            peering_name=cfg.peering,
+            standalone=peering is None,
+            peering_name=peering,
+            identity=args.identity,  # kopf's Identity is a NewType of str
             priority=cfg.priority,
             namespaces=cfg.namespaces,
             clusterwide=not cfg.namespaces,

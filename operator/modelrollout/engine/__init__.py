@@ -16,6 +16,7 @@ from modelrollout.engine.types import (
     TrafficIntent,
     TrafficState,
 )
+from modelrollout.engine.wake import next_wake
 
 __all__ = [
     "Admission",
@@ -33,5 +34,6 @@ __all__ = [
     "TrafficState",
     "active_gates",
     "decide",
+    "next_wake",
     "plan",
 ]

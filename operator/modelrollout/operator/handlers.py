@@ -1,17 +1,21 @@
 """The kopf layer: thin handlers that translate between kopf and the reconcile.
 
-A timer drives progress from the current state (kopf's advice for
-state-driven reconciliation), so a restarted operator simply picks up from
-the status; a deletion handler (and its finalizer) sends traffic back to
-stable before the object goes. Adapters are built once at start-up and kept
-in kopf's ``memo``.
+One daemon per ModelRollout drives it (:mod:`modelrollout.operator.scheduling`):
+it reconciles, then sleeps until the engine says the rollout is next due or
+until a change wakes it. ``on.event`` handlers turn changes into wake-ups: of
+the rollout's spec or request annotation, and of its route (a kopf index maps
+a route to the rollouts that use it). A deletion handler (and its finalizer)
+sends traffic back to stable before the object goes. With ``--shards N``, the
+rollout handlers see only this replica's shard and one more handler labels
+the rollouts that hash to it (:mod:`modelrollout.operator.sharding`).
+Adapters are built once at start-up and kept in kopf's ``memo``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,23 @@ from modelrollout.operator.kube import (
 from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.notify import KubeSecretReader, Notifier, Settings, load_defaults
 from modelrollout.operator.reconcile import Adapters, reconcile
+from modelrollout.operator.scheduling import (
+    Timing,
+    Wakeups,
+    drive,
+    plain,
+    route_digest,
+    route_of,
+    wake_key,
+)
+from modelrollout.operator.sharding import SHARD_LABEL, claim, finalizer_for, peering_for
+
+#: The route objects each router drives, as kopf resources (group, version, plural).
+ROUTE_RESOURCES: dict[str, tuple[str, str, str]] = {
+    "gatewayAPI": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "istio": ("networking.istio.io", "v1", "virtualservices"),
+    "service": ("", "v1", "services"),
+}
 
 
 @dataclass
@@ -46,9 +67,15 @@ class RunConfig:
     tick: float = 5.0
     prometheus_timeout: float = 10.0
     """Longest wait for one answer: a slower Prometheus is no answer (inconclusive)."""
+    resync: float = 300.0
+    """The longest an active rollout with nothing due sleeps (a safety net)."""
     peering: str | None = None
     priority: int = 0
     peering_lifetime: int = 60
+    shard: int = 0
+    shards: int = 1
+    field_manager: str = "modelrollout-operator"
+    watch_routes: tuple[str, ...] = tuple(ROUTE_RESOURCES)
     kubeconfig: str | None = None
     context: str | None = None
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
@@ -57,6 +84,15 @@ class RunConfig:
     notifications_file: str | None = None
     notifications: Settings = field(default_factory=Settings)
 
+    @property
+    def timing(self) -> Timing:
+        return Timing(tick=self.tick, resync=self.resync, retry=max(min(self.tick, 5.0), 1.0))
+
+    @property
+    def shard_labels(self) -> dict[str, str] | None:
+        """kopf's label filter for this replica's rollouts (None: one shard, every rollout)."""
+        return {SHARD_LABEL: str(self.shard)} if self.shards > 1 else None
+
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """kopf's last-handled configuration, kept as a digest of it.
@@ -64,7 +100,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf stores the object's whole essence (its spec) in an annotation to tell a change
     from none. Annotations are capped at 256 KiB in all, so a large spec the API server
     accepted (a long query, a megabyte of text) made every kopf patch of that object fail
-    and the rollout never got a status. No handler here reads a diff (a timer drives
+    and the rollout never got a status. No handler here reads a diff (a daemon drives
     the rollout from its status), so a digest tells "changed" from "same" as well.
     """
 
@@ -72,15 +108,6 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         essence = super().build(body=body, extra_fields=extra_fields)
         text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
         return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
-
-
-def plain(x: Any) -> Any:
-    """kopf hands out read-only views; the core wants plain dicts and lists."""
-    if isinstance(x, Mapping):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [plain(v) for v in x]
-    return x
 
 
 def _all(index: kopf.Index[Any, Slot]) -> list[Slot]:
@@ -142,7 +169,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
     return Adapters(
         routers=routers(),
         source_for=source_for,
-        status=KubeStatusWriter(),
+        status=KubeStatusWriter(field_manager=cfg.field_manager),
         events=events,
         notifier=notifier,
         observe=cfg.metrics.observe,
@@ -155,6 +182,7 @@ def build_adapters(cfg: RunConfig) -> Adapters:
 
 def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    mine = cfg.shard_labels
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -164,7 +192,9 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        # Each shard its own finalizer: kopf strips its finalizer from objects it does not
+        # handle, so a shared name would let one shard free another shard's rollouts.
+        settings.persistence.finalizer = finalizer_for(cfg.shard, cfg.shards)
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = DigestDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration"
@@ -176,7 +206,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             # list/watch on namespaces and CRDs, which per-namespace Roles do not grant.
             settings.scanning.disabled = True
         if cfg.peering:
-            settings.peering.name = cfg.peering
+            settings.peering.name = peering_for(cfg.peering, cfg.shard, cfg.shards)
             settings.peering.mandatory = True
             settings.peering.clusterwide = not cfg.namespaces
             settings.peering.priority = cfg.priority
@@ -184,6 +214,31 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         else:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
+        memo["wakeups"] = Wakeups()
+
+    # ------------------------------------------------------------------ rollouts
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, labels=mine, cancellation_backoff=30.0, registry=registry)
+    async def rollout(
+        body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
+    ) -> None:
+        """Reconcile, then sleep until due or woken; kopf stops it on deletion or pausing."""
+        # kopf passes the index by its name, ``slots``; it is live, read at each reconcile.
+        index: kopf.Index[Any, Slot] = kwargs["slots"]
+
+        async def stop_signal() -> None:
+            await stopped.wait()
+
+        await drive(
+            body=body,
+            uid=uid,
+            stopped=stopped,
+            stop_signal=stop_signal,
+            adapters=memo["adapters"],
+            wakeups=memo["wakeups"],
+            timing=cfg.timing,
+            others=lambda: _all(index),
+        )
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -192,21 +247,33 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         if adapters is not None and isinstance(adapters.notifier, Notifier):
             adapters.notifier.close(timeout=5)
 
-    @kopf.index(GROUP, VERSION, PLURAL, id="slots", registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, id="slots", labels=mine, registry=registry)
     def slots(body: kopf.Body, **_: Any) -> dict[tuple[str, str], Slot]:
         """Every rollout's claim on a slot, for --max-concurrent-rollouts (kept by kopf)."""
         slot = summarize(plain(body))
         return {slot.key: slot}
 
-    # A reconcile that raises (a bug, an API outage) is retried soon, not kopf's default minute.
-    @kopf.timer(
-        GROUP, VERSION, PLURAL, interval=cfg.tick, backoff=max(cfg.tick, 5.0), registry=registry
-    )
-    def tick(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        # kopf passes the index by its name, ``slots``.
-        reconcile(plain(body), memo["adapters"], others=_all(kwargs["slots"]))
+    @kopf.on.event(GROUP, VERSION, PLURAL, labels=mine, registry=registry)
+    async def rollout_changed(
+        body: kopf.Body, uid: str, type: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        """A new spec or request wakes the rollout; status-only updates (ours) do not.
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+        Async, as every handler that touches the wake-ups: they belong to the event loop.
+        """
+        wakeups: Wakeups = memo["wakeups"]
+        if type == "DELETED":
+            wakeups.forget(uid)
+        elif wakeups.rollout_seen(uid, wake_key(body)):
+            wakeups.wake(uid)
+
+    @kopf.index(GROUP, VERSION, PLURAL, id="rollouts_by_route", labels=mine, registry=registry)
+    def rollouts_by_route(spec: kopf.Spec, namespace: str | None, uid: str, **_: Any) -> Any:
+        """route -> the uids of the rollouts it carries traffic for."""
+        route = route_of(plain(spec), namespace or "default")
+        return {route: uid} if route is not None else None
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, labels=mine, registry=registry)
     def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         from modelrollout.traffic.base import RouteError
 
@@ -222,4 +289,54 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         if isinstance(notifier, Notifier):
             notifier.forget(plain(body))
 
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def shard_claim(body: kopf.Body, uid: str, patch: kopf.Patch, **_: Any) -> None:
+        """Label the rollouts that hash to this shard (with one shard: drop the label)."""
+        meta = body.get("metadata") or {}
+        wanted = claim(
+            uid=uid,
+            labels=meta.get("labels") or {},
+            finalizers=list(meta.get("finalizers") or []),
+            deleting=meta.get("deletionTimestamp") is not None,
+            shard=cfg.shard,
+            shards=cfg.shards,
+        )
+        if wanted is not None:
+            patch.metadata["labels"] = {SHARD_LABEL: wanted.label}
+            if wanted.finalizers is not None:
+                patch.metadata["finalizers"] = wanted.finalizers
+
+    # -------------------------------------------------------------------- routes
+
+    for kind in cfg.watch_routes:
+        _watch_route(registry, kind)
+
     return registry
+
+
+def _watch_route(registry: kopf.OperatorRegistry, kind: str) -> None:
+    group, version, plural = ROUTE_RESOURCES[kind]
+
+    @kopf.on.event(group, version, plural, id=f"route-{kind}", registry=registry)
+    async def route_changed(
+        body: kopf.Body,
+        namespace: str | None,
+        name: str,
+        type: str,
+        memo: kopf.Memo,
+        **kwargs: Any,
+    ) -> None:
+        """A changed route wakes the rollouts it carries (they restore drifted weights)."""
+        key = (kind, namespace or "default", name)
+        index: kopf.Index[Any, str] = kwargs["rollouts_by_route"]
+        owners = index.get(key)
+        if not owners:
+            return
+        wakeups: Wakeups = memo["wakeups"]
+        digest = None if type == "DELETED" else route_digest(body)
+        if wakeups.route_seen(key, digest):
+            for uid in owners:
+                wakeups.wake(uid)
+
+
+__all__ = ["ROUTE_RESOURCES", "RunConfig", "build_adapters", "build_registry", "plain"]

@@ -72,14 +72,21 @@ def workloads() -> DeploymentScaler:
 
 
 class KubeStatusWriter:
-    def __init__(self) -> None:
+    """One merge patch of the status subresource.
+
+    The field manager names the writer in ``managedFields``: one name for every
+    replica by default (a name per pod would add an entry per pod ever run).
+    """
+
+    def __init__(self, *, field_manager: str = "modelrollout-operator") -> None:
         from kubernetes import client
 
         self.api = client.CustomObjectsApi()
+        self.field_manager = field_manager
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, patch
+            GROUP, VERSION, namespace, PLURAL, name, patch, field_manager=self.field_manager
         )
 
 
