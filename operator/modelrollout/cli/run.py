@@ -77,6 +77,12 @@ def add_parsers(sub: Any) -> None:
         help="the longest an active rollout with nothing due sleeps (a safety net for "
         "changes no watch reported); finished rollouts are never resynced",
     )
+    p.add_argument(
+        "--guard-interval",
+        default="2s",
+        help="how often the fast guard judges every running rollout's errorRate, nullRate "
+        "and latency gates in batched queries, rolling back one shown bad at once (0s: off)",
+    )
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--health-port", type=int, default=8080, help="0 to disable /healthz")
@@ -229,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         tick=parse_duration(args.tick),
         prometheus_timeout=parse_duration(args.prometheus_timeout),
         resync=parse_duration(args.resync),
+        guard_interval=parse_duration(args.guard_interval),
         peering=args.peering,
         priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
         peering_lifetime=int(parse_duration(args.peering_lifetime)),

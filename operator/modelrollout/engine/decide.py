@@ -44,6 +44,7 @@ from modelrollout.engine.types import (
     Event,
     EventType,
     GateRefusal,
+    GuardFinding,
     Observations,
     Plan,
     RequestVerb,
@@ -580,6 +581,31 @@ class _Tick:
         s.last_check_at = format_ts(self.now)
         return verdict, counted
 
+    def guard_applies(self, finding: GuardFinding) -> bool:
+        """The guard measured what runs now: this candidate, in this stage, with traffic."""
+        s = self.s
+        return (
+            not s.phase.is_terminal
+            and s.phase != Phase.PENDING
+            and s.candidate_version == finding.candidate_version
+            and (s.stage.value if s.stage else "") == finding.stage
+            and s.stage_started_at == finding.stage_started_at
+            and (s.weights.candidate > 0 or s.mirror_percent > 0)
+        )
+
+    def take_guard(self, finding: GuardFinding) -> None:
+        """A gate shown bad between checks: kept in the ledger, and rolled back at once.
+
+        Not counted towards ``failureLimit``: that limit counts scheduled checks, and a
+        shown-bad verdict of an anytime-valid test already carries the gate's whole
+        error level (docs/analysis.md, "The fast guard").
+        """
+        verdict, counted = self.log_check(list(finding.results))
+        if verdict != Verdict.FAIL:  # pragma: no cover - the guard reports failures only
+            return
+        why = "; ".join(_explain(r) for r, v in counted if v == Verdict.FAIL)
+        self.roll_back("RolledBack", f"rolled back by the fast guard: {why}")
+
     def take_check(self, results: list[GateResult]) -> Verdict:
         s, spec = self.s, self.spec
         verdict, counted = self.log_check(results)
@@ -1041,6 +1067,8 @@ def decide(
         elif not spec.paused and s.pause_reason == PAUSE_SPEC:
             t.unpause("spec.paused was cleared")
 
+    if obs.guard is not None and t.guard_applies(obs.guard):
+        t.take_guard(obs.guard)
     if obs.analysis is not None and not s.phase.is_terminal:
         t.take_check(obs.analysis)
     elif obs.analysis is not None and t.window_open():

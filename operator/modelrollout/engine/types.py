@@ -103,6 +103,20 @@ class GateRefusal:
 
 
 @dataclass(frozen=True)
+class GuardFinding:
+    """Gates the fast guard showed bad between checks (``analysis/guard.py``).
+
+    The same tests as the check, on the same counts since the stage start. It names the
+    candidate and stage it measured: the engine acts on it only while they still run.
+    """
+
+    candidate_version: str
+    stage: str
+    stage_started_at: str | None
+    results: tuple[GateResult, ...]
+
+
+@dataclass(frozen=True)
 class Preflight:
     """What sending every gate's rendered query once, before any traffic, found.
 
@@ -146,6 +160,8 @@ class Observations:
     """The outcome of the preflight the plan asked for; ``None``: none ran this tick."""
     retry_every: float | None = None
     """Seconds until the shell tries again (its tick): what "retrying every Ns" says."""
+    guard: GuardFinding | None = None
+    """Gates the fast guard showed bad since the last reconcile; ``None``: none."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ Adapters are built once at start-up and kept in kopf's ``memo``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy,
 from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
+from modelrollout.operator.guard import Guard
 from modelrollout.operator.kube import (
     KubeEventSink,
     KubeStatusWriter,
@@ -69,6 +71,8 @@ class RunConfig:
     """Longest wait for one answer: a slower Prometheus is no answer (inconclusive)."""
     resync: float = 300.0
     """The longest an active rollout with nothing due sleeps (a safety net)."""
+    guard_interval: float = 2.0
+    """How often the fast guard judges every running rollout's count gates (0: never)."""
     peering: str | None = None
     priority: int = 0
     peering_lifetime: int = 60
@@ -215,6 +219,18 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
         memo["wakeups"] = Wakeups()
+        memo["guard"] = (
+            Guard(memo["adapters"], interval=cfg.guard_interval, observe=cfg.metrics.observe_guard)
+            if cfg.guard_interval > 0
+            else None
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def start_guard(memo: kopf.Memo, **_: Any) -> None:
+        """The fast guard's loop, on the event loop (it wakes daemons); after the adapters."""
+        guard: Guard | None = memo.get("guard")
+        if guard is not None:
+            memo["guard_task"] = asyncio.create_task(guard.run(memo["wakeups"].wake))
 
     # ------------------------------------------------------------------ rollouts
 
@@ -238,7 +254,14 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             wakeups=memo["wakeups"],
             timing=cfg.timing,
             others=lambda: _all(index),
+            guard=memo.get("guard"),
         )
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_guard(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("guard_task")
+        if task is not None:
+            task.cancel()
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -101,6 +101,22 @@ class OperatorMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.guard_seconds = Histogram(
+            "modelrollout_guard_round_seconds",
+            "Duration of one round of the fast guard (every running rollout's count gates).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.guard_rollouts = Gauge(
+            "modelrollout_guard_rollouts",
+            "Rollouts with candidate traffic the fast guard looked at in its last round.",
+            registry=r,
+        )
+        self.guard_findings = Counter(
+            "modelrollout_guard_findings_total",
+            "Rollouts the fast guard found with a gate shown bad between checks.",
+            registry=r,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         self._gates: dict[tuple[str, str], set[tuple[str, ...]]] = {}
         """Label values of the gate series each rollout has, so they can be removed."""
@@ -116,6 +132,12 @@ class OperatorMetrics:
         self.query_seconds.observe(seconds)
         if error is not None:
             self.query_errors.labels(error).inc()
+
+    def observe_guard(self, seconds: float, rollouts: int, findings: int) -> None:
+        """One round of the fast guard."""
+        self.guard_seconds.observe(seconds)
+        self.guard_rollouts.set(rollouts)
+        self.guard_findings.inc(findings)
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted rollout leaves no series behind."""

@@ -48,6 +48,7 @@ from modelrollout.engine import (
     Event,
     EventType,
     GateRefusal,
+    GuardFinding,
     Observations,
     Preflight,
     Request,
@@ -146,11 +147,13 @@ def reconcile(
     *,
     deleting: bool = False,
     others: Iterable[Slot] = (),
+    guard: GuardFinding | None = None,
 ) -> Decision | None:
     """One reconcile. Returns the decision (None when the spec is refused).
 
     ``others`` summarizes every rollout the operator serves (a kopf index), from which
-    the admission under the concurrency limits is worked out.
+    the admission under the concurrency limits is worked out. ``guard``: gates the fast
+    guard showed bad since the last reconcile (``operator/guard.py``).
     """
     started = time.monotonic()
     meta = body.get("metadata") or {}
@@ -235,6 +238,7 @@ def reconcile(
         replicas=replicas,
         preflight=preflight,
         retry_every=adapters.retry_every,
+        guard=guard,
     )
     decision = decide(spec, status, obs, now)
 

@@ -49,22 +49,15 @@ from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus
 from modelrollout.engine import next_wake
 from modelrollout.engine.admission import Slot
-from modelrollout.operator.patching import merge_patch
+from modelrollout.engine.types import GuardFinding
+from modelrollout.operator.guard import Guard
+from modelrollout.operator.patching import merge_patch, plain
 from modelrollout.operator.reconcile import Adapters, StatusWriter, reconcile
 
 log = logging.getLogger("modelrollout")
 
 #: (router kind, namespace, object name): the object that carries a rollout's traffic.
 RouteKey = tuple[str, str, str]
-
-
-def plain(x: Any) -> Any:
-    """kopf hands out read-only views; the core wants plain dicts and lists."""
-    if isinstance(x, Mapping):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [plain(v) for v in x]
-    return x
 
 
 # ---------------------------------------------------------------- what wakes whom
@@ -205,16 +198,21 @@ class Outcome:
 
 
 def reconcile_once(
-    body: dict[str, Any], adapters: Adapters, now: datetime, others: Iterable[Slot] = ()
+    body: dict[str, Any],
+    adapters: Adapters,
+    now: datetime,
+    others: Iterable[Slot] = (),
+    guard: GuardFinding | None = None,
 ) -> Outcome:
     """One reconcile at ``now``, then when the rollout is next due. Blocking; run it in a thread.
 
-    ``others``: every rollout's claim on a slot, for the concurrency limits.
+    ``others``: every rollout's claim on a slot, for the concurrency limits; ``guard``:
+    what the fast guard found since the last reconcile.
     """
     recorder = _Recorder(adapters.status)
     engine_now = now.replace(microsecond=0)
     scoped = dataclasses.replace(adapters, status=recorder, clock=lambda: engine_now)
-    decision = reconcile(body, scoped, others=others)
+    decision = reconcile(body, scoped, others=others, guard=guard)
     generation = int((body.get("metadata") or {}).get("generation") or 1)
     if decision is None:  # a spec the models refuse: only a new spec can help
         return Outcome(due=None, active=False, wrote=recorder.writes > 0)
@@ -287,6 +285,7 @@ async def drive(
     timing: Timing,
     clock: Callable[[], datetime] = _clock,
     others: Callable[[], Iterable[Slot]] = tuple,
+    guard: Guard | None = None,
 ) -> None:
     """The life of one rollout in this replica: reconcile, sleep until due or woken, repeat.
 
@@ -309,14 +308,17 @@ async def drive(
 
     watcher = asyncio.create_task(on_stop())
     own = OwnWrites()
+    if guard is not None:
+        guard.watch(uid, body)
     try:
         while not stopped:
             wake.clear()
             snapshot = own.freshest(plain(body))
             started = clock()
             try:
+                finding = guard.take(uid) if guard is not None else None
                 outcome = await asyncio.to_thread(
-                    reconcile_once, snapshot, adapters, started, list(others())
+                    reconcile_once, snapshot, adapters, started, list(others()), finding
                 )
             except Exception:
                 meta = snapshot.get("metadata") or {}
@@ -335,6 +337,8 @@ async def drive(
             await _sleep(wake, delay)
     finally:
         watcher.cancel()
+        if guard is not None:
+            guard.unwatch(uid)
 
 
 async def _sleep(wake: asyncio.Event, delay: float | None) -> None:
