@@ -413,6 +413,7 @@ def test_default_flags(tmp_path: Path) -> None:
     assert flags.prometheus_ca is None
     assert flags.tick == "5s"
     assert flags.resync == "5m"
+    assert flags.guard_interval == "2s"
     assert flags.watch_routes == "gatewayAPI,istio,service"
     assert (flags.shards, flags.shard) == (1, 0)
     assert (flags.log_format, flags.log_level) == ("json", "info")
@@ -466,6 +467,7 @@ def test_a_list_of_namespaces_gets_roles_and_no_cluster_role(tmp_path: Path) -> 
         ({"replica": 2}, "replica"),
         ({"shards": 0}, "shards"),
         ({"resync": "soon"}, "resync"),
+        ({"guardInterval": "often"}, "guardInterval"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"prometheus": {"address": "prometheus:9090"}}, "address"),
         ({"prometheus": {"allowedAddresses": ["http://u:p@prom:9090"]}}, "allowedAddresses"),
