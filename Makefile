@@ -74,6 +74,13 @@ bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 bench-idle: ## Idle cost: operator CPU and RSS with 100 and 1,000 finished rollouts in a local cluster
 	$(PYTHON) -m tests.bench.bench_idle
 
+.PHONY: bench-guard
+bench-guard: install binaries ## Decision lag of the fast guard: 50 injected breaches, breach visible in Prometheus -> candidate at 0% (about 10 minutes)
+	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
+
+.PHONY: bench-e2e
+bench-e2e: bench-guard bench-idle ## The operator as a process against the real API server and Prometheus: decision lag, idle cost (docs/benchmarks.md)
+
 .PHONY: clean
 clean: ## Remove build leftovers in the clone (the binary cache in ~/.cache stays)
 	rm -rf build dist *.egg-info devenv/build devenv/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
