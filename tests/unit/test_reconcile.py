@@ -35,6 +35,7 @@ class FakeRouter:
         self.journal = journal
         self.state = TrafficState(0, 0)
         self.fail: str | None = None
+        self.intents: list[TrafficIntent] = []
 
     def read(self, names: Names) -> TrafficState:
         if self.fail:
@@ -43,6 +44,7 @@ class FakeRouter:
 
     def apply(self, names: Names, intent: TrafficIntent) -> bool:
         self.journal.calls.append(("route", (intent.candidate_weight, intent.mirror_percent)))
+        self.intents.append(intent)
         self.state = intent.state
         return True
 
@@ -116,6 +118,36 @@ def test_a_reconcile_that_changes_nothing_writes_nothing() -> None:
     journal.calls.clear()
     reconcile(body, adapters)
     assert journal.calls == []
+
+
+def test_an_undo_writes_the_route_in_the_reconcile_that_decides_it() -> None:
+    """The weights read (candidate 0%) equal the intent's; the versions do not: v1 is back.
+
+    The route was read under the promoted names (v2 stable, v1 retired), so only the
+    versions tell that it must change. Deciding and not writing left the route on v2
+    until some later reconcile, and an event-driven rollout, finished, has none.
+    """
+    journal, router, adapters, body = setup()
+    spec = make_spec(rollbackWindow="5m")
+    body["spec"] = spec.dump()
+    body["metadata"]["annotations"] = {"modelrollout.io/request": "undo:r1"}
+    body["status"] = {
+        "phase": "Succeeded",
+        "stage": "rollbackWindow",
+        "stableVersion": "v2",
+        "candidateVersion": "v2",
+        "previousStableVersion": "v1",
+        "undoUntil": "2026-01-01T12:05:00Z",
+        "observedGeneration": 1,
+        "weights": {"stable": 100, "candidate": 0},
+    }
+    reconcile(body, adapters)
+    assert [(i.stable_version, i.candidate_weight) for i in router.intents] == [("v1", 0)]
+    follow(body, journal)
+    assert body["status"]["phase"] == "RolledBack"
+    journal.calls.clear()
+    reconcile(body, adapters)
+    assert journal.calls == [], "and once written, nothing more"
 
 
 def test_a_route_that_cannot_be_read_writes_no_weights_and_says_why() -> None:

@@ -254,7 +254,14 @@ def reconcile(
 
     if decision.traffic is not None:
         intent = decision.traffic
-        if traffic is None or traffic != intent.state or intent.retired_versions:
+        if (
+            traffic is None
+            or traffic != intent.state
+            or intent.retired_versions
+            or (_versions(intent) != (stable, candidate))
+        ):
+            # Also when the versions change under equal weights: an undo puts the previous
+            # version back as stable, which the route read with the old names cannot show.
             try:
                 _apply(router, spec, namespace, intent)
             except RouteError as exc:
@@ -306,6 +313,14 @@ def run_preflight(
             except SourceError as exc:
                 return Preflight(refused=tuple(refused), unreachable=printable(str(exc), limit=200))
     return Preflight(refused=tuple(refused))
+
+
+def _versions(intent: TrafficIntent) -> tuple[str, str | None]:
+    """The (stable, candidate) an intent routes, as ``_prior_versions`` names them."""
+    candidate = intent.candidate_version
+    if candidate == intent.stable_version:
+        candidate = None
+    return intent.stable_version, candidate
 
 
 def _apply(
