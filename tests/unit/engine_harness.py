@@ -23,6 +23,17 @@ from modelrollout.engine import (
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
 
+#: A blue-green strategy with every stage timed, shared by the engine and wake tests.
+BLUE_GREEN: dict[str, Any] = {
+    "blueGreen": {
+        "previewDuration": "1m",
+        "previewMirrorPercent": 100,
+        "postPromotionDuration": "2m",
+        "scaleDownDelay": "10m",
+    }
+}
+
+
 def make_spec(**overrides: Any) -> ModelRolloutSpec:
     base: dict[str, Any] = {
         "model": "fraud-detector",

@@ -18,7 +18,7 @@ from modelrollout.engine import (
     plan,
 )
 
-from .engine_harness import FAIL, NODATA, PASS, T0, Sim, gate, make_spec
+from .engine_harness import BLUE_GREEN, FAIL, NODATA, PASS, T0, Sim, gate, make_spec
 
 ANALYSIS: dict[str, Any] = {
     "interval": "30s",
@@ -32,14 +32,6 @@ SHADOW_THEN_CANARY: dict[str, Any] = {
 }
 HUMAN_GATE: dict[str, Any] = {
     "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}]}
-}
-BLUE_GREEN: dict[str, Any] = {
-    "blueGreen": {
-        "previewDuration": "1m",
-        "previewMirrorPercent": 100,
-        "postPromotionDuration": "2m",
-        "scaleDownDelay": "10m",
-    }
 }
 
 

@@ -19,7 +19,7 @@ from modelrollout.api.status import Condition, GateResult, ModelRolloutStatus
 from modelrollout.engine import Decision, next_wake
 from modelrollout.engine.wake import ROUTE_RETRY
 
-from .engine_harness import FAIL, NODATA, PASS, T0, Sim, make_spec
+from .engine_harness import BLUE_GREEN, FAIL, NODATA, PASS, T0, Sim, make_spec
 
 CANARY: dict[str, Any] = {
     "canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50}]}
@@ -29,14 +29,6 @@ SHADOW: dict[str, Any] = {
     "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "45s"}}]},
 }
 HUMAN_GATE: dict[str, Any] = {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}}
-BLUE_GREEN: dict[str, Any] = {
-    "blueGreen": {
-        "previewDuration": "1m",
-        "previewMirrorPercent": 100,
-        "postPromotionDuration": "2m",
-        "scaleDownDelay": "10m",
-    }
-}
 NO_GATES: dict[str, Any] = {"interval": "30s", "metrics": []}
 
 
