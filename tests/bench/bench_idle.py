@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 rollouts, 10 s window")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-idle.json")
     args = parser.parse_args()
+    # A background run ignores SIGINT: let SIGTERM stop the cluster and operators too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = args.rollouts or [100, 1000]
     if args.with_5000:
         sizes.append(5000)

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -291,6 +292,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 rollouts, 2 shards, 10 s lifetime")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-scale.json")
     args = parser.parse_args()
+    # A background run ignores SIGINT: let SIGTERM stop the cluster and operators too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.rollouts, args.shards, args.lifetime, args.window, args.moved = 20, 2, 10, 5.0, 2
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
