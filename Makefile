@@ -71,15 +71,19 @@ bench: ## Engine and reconcile benchmarks; numbers go to docs/benchmarks.md
 	$(PYTHON) -m tests.bench.bench_engine
 
 .PHONY: bench-idle
-bench-idle: ## Idle cost: operator CPU and RSS with 100 and 1,000 finished rollouts in a local cluster
-	$(PYTHON) -m tests.bench.bench_idle
+bench-idle: ## Idle cost and status writes per decision at 100 and 1,000 finished rollouts (BENCH_IDLE_ARGS=--with-5000 adds 5,000); raw JSON to docs/bench-idle.json
+	$(PYTHON) -m tests.bench.bench_idle $(BENCH_IDLE_ARGS)
+
+.PHONY: bench-scale
+bench-scale: ## Scale-out: 5,000 rollouts over 4 shards, RSS per replica, one writer per rollout, standby takeover (BENCH_SCALE_ARGS=--quick: 20 over 2); raw JSON to docs/bench-scale.json
+	$(PYTHON) -m tests.bench.bench_scale $(BENCH_SCALE_ARGS)
 
 .PHONY: bench-guard
 bench-guard: install binaries ## Decision lag of the fast guard: 50 injected breaches, breach visible in Prometheus -> candidate at 0% (about 10 minutes)
 	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
 
 .PHONY: bench-e2e
-bench-e2e: bench-guard bench-idle ## The operator as a process against the real API server and Prometheus: decision lag, idle cost (docs/benchmarks.md)
+bench-e2e: bench-guard bench-idle bench-scale ## The operator as a process against the real API server and Prometheus: decision lag, idle cost (docs/benchmarks.md)
 
 .PHONY: clean
 clean: ## Remove build leftovers in the clone (the binary cache in ~/.cache stays)

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -69,6 +70,17 @@ def reconciles(op: OperatorProcess) -> float:
     return float(match[1]) if match else 0.0
 
 
+def decisions(op: OperatorProcess) -> float:
+    """Every decision the operator took (``modelrollout_decisions_total``, all reasons)."""
+    found = re.findall(r"^modelrollout_decisions_total\{[^}]*\} (\S+)$", op.metrics(), re.M)
+    return sum(float(x) for x in found)
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages of the machine, for the record."""
+    return [round(float(x), 2) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def apply_in_chunks(cluster: LocalCluster, objs: list[dict[str, Any]], size: int = 250) -> None:
     for i in range(0, len(objs), size):
         cluster.apply(*objs[i : i + size])
@@ -100,6 +112,7 @@ def measure(n: int, *, tick: str, window: float, work: Path) -> dict[str, Any]:
             cluster, work / f"operator-{n}", prometheus="http://127.0.0.1:9", tick=tick,
             namespaces=[NS], extra=["--log-level", "warning"],
         )  # fmt: skip
+        patches_before = status_patches(cluster)
         op.start(timeout=120)
         started = time.monotonic()
         try:
@@ -113,17 +126,27 @@ def measure(n: int, *, tick: str, window: float, work: Path) -> dict[str, Any]:
             assert op.process is not None
             pid = op.process.pid
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
-            patches0, runs0 = status_patches(cluster), reconciles(op)
+            patches0, runs0, decided0 = status_patches(cluster), reconciles(op), decisions(op)
+            load = load_average()
             time.sleep(window)
             cpu1, t1 = cpu_seconds(pid), time.monotonic()
             return {
                 "rollouts": n,
                 "tick": tick,
+                "window_s": window,
                 "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
                 "rss_mib": rss_mib(pid),
                 "status_patches": status_patches(cluster) - patches0,
                 "reconciles": reconciles(op) - runs0,
+                "decisions": decisions(op) - decided0,
                 "all_finished_in_s": finished_in,
+                # From the operator's start to the idle window: every rollout started,
+                # stepped and promoted. PATCHes per decision must be at most 1.
+                "startup_status_patches": patches0 - patches_before,
+                "startup_decisions": decided0,
+                "startup_reconciles": runs0,
+                "load_during_window": load,
+                "load_after_window": load_average(),
             }
         finally:
             op.stop()
@@ -136,19 +159,38 @@ def main() -> None:
     parser.add_argument("-n", "--rollouts", type=int, action="append", help="default: 100, 1000")
     parser.add_argument("--tick", default="5s")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of measurement")
+    parser.add_argument("--with-5000", action="store_true", help="add a run with 5,000 rollouts")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 rollouts, 10 s window")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "bench-idle.json")
     args = parser.parse_args()
-    print("| finished rollouts | --tick | CPU (% of one core) | RSS | status PATCHes | reconciles "
-          "| all finished after start |")  # fmt: skip
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    # A background run ignores SIGINT: let SIGTERM stop the cluster and operators too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = args.rollouts or [100, 1000]
+    if args.with_5000:
+        sizes.append(5000)
+    if args.quick:
+        sizes, args.window = [20], 10.0
+    print("| finished rollouts | CPU (% of one core) | RSS | idle: status PATCHes / reconciles "
+          "/ decisions | start-up: status PATCHes / decisions / reconciles "
+          "| all finished after | load (1/5/15 min) |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
-        for n in args.rollouts or [100, 1000]:
+        for n in sizes:
             r = measure(n, tick=args.tick, window=args.window, work=Path(tmp))
+            results.append(r)
             print(
-                f"| {r['rollouts']:,} | {r['tick']} | {r['cpu_percent']:.2f}% "
-                f"| {r['rss_mib']:.0f} MiB | {r['status_patches']:.0f} | {r['reconciles']:.0f} "
-                f"| {r['all_finished_in_s']:.0f} s |",
+                f"| {r['rollouts']:,} | {r['cpu_percent']:.2f}% | {r['rss_mib']:.0f} MiB "
+                f"| {r['status_patches']:.0f} / {r['reconciles']:.0f} / {r['decisions']:.0f} "
+                f"| {r['startup_status_patches']:.0f} / {r['startup_decisions']:.0f} "
+                f"/ {r['startup_reconciles']:.0f} | {r['all_finished_in_s']:.0f} s "
+                f"| {r['load_during_window']} |",
                 flush=True,
             )
+    if args.json:
+        out = {"machine": {"cpus": os.cpu_count()}, "results": results}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"raw: {args.json}")
 
 
 if __name__ == "__main__":
