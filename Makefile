@@ -78,6 +78,11 @@ bench-idle: ## Idle cost: operator CPU and RSS with 100 and 1,000 finished rollo
 bench-guard: install binaries ## Decision lag of the fast guard: 50 injected breaches, breach visible in Prometheus -> candidate at 0% (about 10 minutes)
 	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
 
+.PHONY: bench-flagger
+bench-flagger: install binaries ## Side by side with Flagger (built with hack/build-binaries.sh flagger): breach->rollback, false rollbacks, CPU/RSS with 100 rollouts (about an hour)
+	@bash hack/build-binaries.sh flagger
+	nice -n 10 $(PYTHON) -m tests.bench.bench_flagger
+
 .PHONY: bench-e2e
 bench-e2e: bench-guard bench-idle ## The operator as a process against the real API server and Prometheus: decision lag, idle cost (docs/benchmarks.md)
 
