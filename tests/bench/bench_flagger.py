@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -515,6 +516,36 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def table(results: dict[str, Any]) -> str:
+    """The markdown table of docs/benchmarks.md, from the raw numbers."""
+    lines = [
+        "| tool | settings | breach -> rollback p50 / max (runs) "
+        "| false rollbacks / healthy runs |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for key, s in results.get("summary", {}).items():
+        if not s:
+            continue
+        tool, prof = key.split("/")
+        lag = s.get("breach_to_rollback_s")
+        bad = f"{lag['p50']} s / {lag['max']} s ({s['regressions']})" if lag else "-"
+        if s.get("regressions") and s.get("rolled_back") != s.get("regressions"):
+            bad += f", {s['regressions'] - s['rolled_back']} not rolled back"
+        ok = f"{s['false_rollbacks']} / {s['healthy_runs']}" if s.get("healthy_runs") else "-"
+        lines.append(f"| {tool} | {prof} | {bad} | {ok} |")
+    lines += [
+        "",
+        "| controller | objects | CPU (% of one core) | RSS |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for i in results.get("idle", []):
+        lines.append(
+            f"| {i['tool']} | {i['objects']} {i['state']} | {i['cpu_percent_of_one_core']}% "
+            f"| {i['rss_mib']:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
 PROFILES = {
     "equal": Profile("equal", "10s", 2),
     # ours only: the same, with the fast guard off (the scheduled checks alone)
@@ -535,17 +566,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tools", default="flagger,ours")
     p.add_argument("--quick", action="store_true", help="1 regression, 2 healthy, 20 idle")
     p.add_argument("--out", default="docs/flagger-side-by-side.json")
+    p.add_argument(
+        "--phases",
+        default="regress,idle,healthy",
+        help="regress,idle,healthy (default: regressions at the defaults only)",
+    )
+    p.add_argument("--stop-by", metavar="HH:MM", help="UTC; start no batch after it")
+    p.add_argument("--table", metavar="JSON", help="only print the table of a finished run")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.quick:
         args.runs, args.regressions, args.parallel, args.idle, args.window = 2, 1, 2, 20, 20
 
     version = find_binaries(need={"flagger"}).versions.get("FLAGGER_VERSION", "?")
     work = Path(tempfile.mkdtemp(prefix="bench-flagger-"))
     print(f"work dir {work}", flush=True)
-    cluster = LocalCluster(work / "cluster", with_nodes=True)
+    # Flagger makes three Services per Canary: 100 Canaries overflow the local cluster's
+    # /24 Service range ("failed to allocate a serviceIP: range is full"), so a /20 here.
+    cluster = LocalCluster(
+        work / "cluster",
+        with_nodes=True,
+        extra_apiserver_flags=["--service-cluster-ip-range=10.0.0.0/20"],
+    )
     prom = PrometheusServer(work_dir=work / "prometheus")
     tools = args.tools.split(",")
     profiles = args.profiles.split(",")
+    phases = args.phases.split(",")
+    stop_by = 0.0
+    if args.stop_by:
+        hh, mm = (int(x) for x in args.stop_by.split(":"))
+        now = datetime.now(UTC)
+        stop_by = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
     results: dict[str, Any] = {
         "flagger_version": version,
         "machine": f"{os.cpu_count()} cores, {sys.platform}; load at start {os.getloadavg()}",
@@ -577,6 +630,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout = step_s * (prof.max_weight // prof.step + 8) + 240
             done = 0
             while done < total:
+                if stop_by and time.time() > stop_by:
+                    results["errors"].append(
+                        f"{tool}/{prof.name}: stopped at {done}/{total} runs (--stop-by)"
+                    )
+                    return
                 k = min(args.parallel, total - done)
                 try:
                     results["rows"] += run_batch(
@@ -590,15 +648,18 @@ def main(argv: list[str] | None = None) -> int:
                 save()
 
         # Most telling first, so a run cut short still has them: regressions at equal
-        # settings, the idle cost, the healthy runs, then regressions at the defaults.
+        # settings, the idle cost, regressions at the defaults, then the healthy runs.
         plan: list[tuple[str, str, bool, int]] = []
-        for pname in profiles:
-            if pname != "default":
-                plan += [(t, pname, True, args.regressions) for t in tools]
-        plan += [("idle", t, False, args.idle) for t in tools if args.idle]
-        plan += [(t, "equal", False, args.runs) for t in tools if "equal" in profiles]
-        if "default" in profiles:
+        if "regress" in phases:
+            for pname in profiles:
+                if pname != "default":
+                    plan += [(t, pname, True, args.regressions) for t in tools]
+        if "idle" in phases:
+            plan += [("idle", t, False, args.idle) for t in tools if args.idle]
+        if "default" in profiles and ({"regress", "default"} & set(phases)):
             plan += [(t, "default", True, args.regressions) for t in tools]
+        if "equal" in profiles and "healthy" in phases:
+            plan += [(t, "equal", False, args.runs) for t in tools]
         for tool, what, regress, total in plan:
             if tool == "idle":
                 try:
@@ -617,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         prom.stop()
         cluster.stop()
     print(json.dumps(results["summary"], indent=2))
+    print(table(results))
     return 0
 
 
