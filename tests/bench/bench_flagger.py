@@ -180,6 +180,10 @@ class Profile:
     guard: str | None = None  # ours: --guard-interval (None: the default)
 
 
+#: docs/gitbook/tutorials/gatewayapi-progressive-delivery.md of Flagger v1.36.1
+FLAGGER_DOCUMENTED: dict[str, Any] = {"interval": "1m", "threshold": 5}
+
+
 def canary(name: str, ns: str, p: Profile) -> dict[str, Any]:
     analysis: dict[str, Any] = {
         "stepWeight": p.step,
@@ -199,10 +203,11 @@ def canary(name: str, ns: str, p: Profile) -> dict[str, Any]:
             },
         ],
     }
-    if p.interval:
-        analysis["interval"] = p.interval
-    if p.threshold:
-        analysis["threshold"] = p.threshold
+    # Flagger's CRD requires interval and threshold (or iterations): with neither, the API
+    # server answers 'spec.analysis.interval: Required value, spec.analysis.threshold:
+    # Required value'. Its "defaults" are then those of its Gateway API tutorial.
+    analysis["interval"] = p.interval or FLAGGER_DOCUMENTED["interval"]
+    analysis["threshold"] = p.threshold or FLAGGER_DOCUMENTED["threshold"]
     return {
         "apiVersion": "flagger.app/v1beta1",
         "kind": "Canary",
@@ -572,10 +577,32 @@ def main(argv: list[str] | None = None) -> int:
         help="regress,idle,healthy (default: regressions at the defaults only)",
     )
     p.add_argument("--stop-by", metavar="HH:MM", help="UTC; start no batch after it")
+    p.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only merge the rows of runs into --out"
+    )
     p.add_argument("--table", metavar="JSON", help="only print the table of a finished run")
     args = p.parse_args(argv)
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        merged: dict[str, Any] = {
+            "flagger_version": parts[0]["flagger_version"],
+            "invocations": [{"args": x["args"], "machine": x["machine"]} for x in parts],
+            "rows": [r for x in parts for r in x["rows"]],
+            "idle": [i for x in parts for i in x["idle"]],
+            "errors": [e for x in parts for e in x["errors"]],
+        }
+        keys = dict.fromkeys((r["tool"], r["profile"]) for r in merged["rows"])
+        merged["summary"] = {
+            f"{t}/{pr}": summary(
+                [r for r in merged["rows"] if (r["tool"], r["profile"]) == (t, pr)]
+            )
+            for t, pr in keys
+        }
+        Path(args.out).write_text(json.dumps(merged, indent=2) + "\n")
+        print(table(merged))
         return 0
     if args.quick:
         args.runs, args.regressions, args.parallel, args.idle, args.window = 2, 1, 2, 20, 20
