@@ -50,7 +50,7 @@ from typing import Any
 from modelrollout_devenv import LocalCluster, PrometheusServer
 from modelrollout_devenv import manifests as m
 from modelrollout_devenv.binaries import find_binaries
-from modelrollout_devenv.procs import Supervisor, free_port, http_probe, wait_until
+from modelrollout_devenv.procs import ReadinessError, Supervisor, free_port, http_probe, wait_until
 from modelrollout_devenv.stack import ModelStack, TargetRegistry
 from tests.bench.bench_idle import cpu_seconds, rss_mib
 from tests.e2e.world import CRD, World
@@ -245,6 +245,19 @@ def ours(name: str, ns: str, p: Profile) -> dict[str, Any]:
     return m.rollout(name, ns, strategy={"canary": {"steps": steps}}, analysis=analysis)
 
 
+def start_stack(stack: ModelStack, tries: int = 3) -> ModelStack:
+    """Start a model stack, again if a process was too slow to come up (a loaded machine:
+    the traffic generator's start-up, mostly importing the kubernetes client, can pass the
+    20 s the stack waits for it)."""
+    for attempt in range(tries):
+        try:
+            return stack.start()
+        except ReadinessError as exc:
+            stack.stop()
+            print(f"stack {stack.model} slow to start (try {attempt + 1}): {exc}"[:300])
+    return stack.start()
+
+
 class FlaggerModel(ModelStack):
     """Simulated servers for a Flagger canary: v1 behind ``-primary``, v2 behind ``-canary``."""
 
@@ -353,7 +366,7 @@ def run_batch(
                 versions=("v1", "v2"),
             )  # fmt: skip
             world.stacks.append(stack)
-            stacks[n] = stack.start()
+            stacks[n] = start_stack(stack)
         watch = RouteWatch(cluster, ns, {n: f"{n}-canary" for n in names}).start()
         time.sleep(5)  # some traffic to the primary before the rollout starts
         starts = {}
@@ -363,8 +376,14 @@ def run_batch(
     else:
         extra = ["--guard-interval", p.guard] if p.guard else []
         ctrl = world.operator(extra=extra)
-        for n in names:
-            stacks[n] = world.model(n)
+        for n in names:  # as world.model(n), with start_stack's second chance
+            world.apply(*m.model_objects(n, ns, ("v1", "v2")))
+            stack = ModelStack(
+                cluster, env.targets, env.work / label / n, model=n, namespace=ns,
+                versions=("v1", "v2"),
+            )  # fmt: skip
+            world.stacks.append(stack)
+            stacks[n] = start_stack(stack)
         watch = RouteWatch(cluster, ns, {n: f"{n}-v2" for n in names}).start()
         time.sleep(5)
         starts = {}
