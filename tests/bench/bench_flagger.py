@@ -51,7 +51,7 @@ from modelrollout_devenv import LocalCluster, PrometheusServer
 from modelrollout_devenv import manifests as m
 from modelrollout_devenv.binaries import find_binaries
 from modelrollout_devenv.procs import ReadinessError, Supervisor, free_port, http_probe, wait_until
-from modelrollout_devenv.stack import ModelStack, TargetRegistry
+from modelrollout_devenv.stack import ModelStack, OperatorProcess, TargetRegistry
 from tests.bench.bench_idle import cpu_seconds, rss_mib
 from tests.e2e.world import CRD, World
 
@@ -375,7 +375,12 @@ def run_batch(
             starts[n] = time.time()
     else:
         extra = ["--guard-interval", p.guard] if p.guard else []
-        ctrl = world.operator(extra=extra)
+        # as world.operator(), with more time to start on a loaded machine
+        ctrl = OperatorProcess(
+            cluster, env.work / label / "operator", prometheus=env.prom.url,
+            namespaces=[ns], extra=extra,
+        ).start(timeout=120)  # fmt: skip
+        world.operators.append(ctrl)
         for n in names:  # as world.model(n), with start_stack's second chance
             world.apply(*m.model_objects(n, ns, ("v1", "v2")))
             stack = ModelStack(
