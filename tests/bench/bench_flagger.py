@@ -346,55 +346,63 @@ def run_batch(
     world = World(cluster, env.prom, env.targets, env.work / label, label)
     ns = world.ns
     names = [f"m{i}" for i in range(k)]
-    ctrl: Any
-    stacks: dict[str, ModelStack] = {}
-    if tool == "flagger":
-        cluster.apply(*metric_templates(ns, env.prom.url))
-        cluster.apply(*(target_deployment(n, ns, "v1") for n in names))
-        ctrl = FlaggerProcess(cluster, env.work / label / "flagger", env.prom.url, ns).start()
-        cluster.apply(*(canary(n, ns, p) for n in names))
-        for n in names:
-            wait_until(
-                lambda n=n: phase_of(cluster, tool, n, ns) == "Initialized",
-                180,
-                what=f"canary {n} Initialized",
-                process=ctrl.process,
-            )
-        for n in names:
-            stack = FlaggerModel(
-                cluster, env.targets, env.work / label / n, model=n, namespace=ns,
-                versions=("v1", "v2"),
+    ctrl: Any = None
+    try:
+        stacks: dict[str, ModelStack] = {}
+        if tool == "flagger":
+            cluster.apply(*metric_templates(ns, env.prom.url))
+            cluster.apply(*(target_deployment(n, ns, "v1") for n in names))
+            ctrl = FlaggerProcess(cluster, env.work / label / "flagger", env.prom.url, ns)
+            ctrl.start()
+            cluster.apply(*(canary(n, ns, p) for n in names))
+            for n in names:
+                wait_until(
+                    lambda n=n: phase_of(cluster, tool, n, ns) == "Initialized",
+                    180,
+                    what=f"canary {n} Initialized",
+                    process=ctrl.process,
+                )
+            for n in names:
+                stack = FlaggerModel(
+                    cluster, env.targets, env.work / label / n, model=n, namespace=ns,
+                    versions=("v1", "v2"),
+                )  # fmt: skip
+                world.stacks.append(stack)
+                stacks[n] = start_stack(stack)
+            watch = RouteWatch(cluster, ns, {n: f"{n}-canary" for n in names}).start()
+            time.sleep(5)  # some traffic to the primary before the rollout starts
+            starts = {}
+            for n in names:  # the new revision: Flagger sees the target Deployment change
+                cluster.apply(target_deployment(n, ns, "v2"))
+                starts[n] = time.time()
+        else:
+            extra = ["--guard-interval", p.guard] if p.guard else []
+            # as world.operator(), with more time to start on a loaded machine
+            ctrl = OperatorProcess(
+                cluster, env.work / label / "operator", prometheus=env.prom.url,
+                namespaces=[ns], extra=extra,
             )  # fmt: skip
-            world.stacks.append(stack)
-            stacks[n] = start_stack(stack)
-        watch = RouteWatch(cluster, ns, {n: f"{n}-canary" for n in names}).start()
-        time.sleep(5)  # some traffic to the primary before the rollout starts
-        starts = {}
-        for n in names:  # the new revision: Flagger sees the target Deployment change
-            cluster.apply(target_deployment(n, ns, "v2"))
-            starts[n] = time.time()
-    else:
-        extra = ["--guard-interval", p.guard] if p.guard else []
-        # as world.operator(), with more time to start on a loaded machine
-        ctrl = OperatorProcess(
-            cluster, env.work / label / "operator", prometheus=env.prom.url,
-            namespaces=[ns], extra=extra,
-        ).start(timeout=120)  # fmt: skip
-        world.operators.append(ctrl)
-        for n in names:  # as world.model(n), with start_stack's second chance
-            world.apply(*m.model_objects(n, ns, ("v1", "v2")))
-            stack = ModelStack(
-                cluster, env.targets, env.work / label / n, model=n, namespace=ns,
-                versions=("v1", "v2"),
-            )  # fmt: skip
-            world.stacks.append(stack)
-            stacks[n] = start_stack(stack)
-        watch = RouteWatch(cluster, ns, {n: f"{n}-v2" for n in names}).start()
-        time.sleep(5)
-        starts = {}
-        for n in names:
-            world.apply(ours(n, ns, p))
-            starts[n] = time.time()
+            world.operators.append(ctrl)
+            ctrl.start(timeout=120)
+            for n in names:  # as world.model(n), with start_stack's second chance
+                world.apply(*m.model_objects(n, ns, ("v1", "v2")))
+                stack = ModelStack(
+                    cluster, env.targets, env.work / label / n, model=n, namespace=ns,
+                    versions=("v1", "v2"),
+                )  # fmt: skip
+                world.stacks.append(stack)
+                stacks[n] = start_stack(stack)
+            watch = RouteWatch(cluster, ns, {n: f"{n}-v2" for n in names}).start()
+            time.sleep(5)
+            starts = {}
+            for n in names:
+                world.apply(ours(n, ns, p))
+                starts[n] = time.time()
+    except BaseException:  # set-up failed: stop what was started, keep the error
+        if ctrl is not None:
+            ctrl.stop()
+        world.close()
+        raise
     injected: dict[str, float] = {}
     ended: dict[str, tuple[str, float]] = {}
     deadline = time.time() + timeout
