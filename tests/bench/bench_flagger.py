@@ -193,19 +193,21 @@ def canary(name: str, ns: str, p: Profile) -> dict[str, Any]:
                 "name": "error-rate",
                 "templateRef": {"name": "error-rate"},
                 "thresholdRange": {"max": p.error_max},
-                **({"interval": p.interval} if p.interval else {}),
+                "interval": p.interval or FLAGGER_DOCUMENTED["interval"],
             },
             {
                 "name": "p99-latency",
                 "templateRef": {"name": "p99-latency"},
                 "thresholdRange": {"max": p.p99_max},
-                **({"interval": p.interval} if p.interval else {}),
+                "interval": p.interval or FLAGGER_DOCUMENTED["interval"],
             },
         ],
     }
     # Flagger's CRD requires interval and threshold (or iterations): with neither, the API
     # server answers 'spec.analysis.interval: Required value, spec.analysis.threshold:
-    # Required value'. Its "defaults" are then those of its Gateway API tutorial.
+    # Required value'. Its "defaults" are then those of its Gateway API tutorial. A metric
+    # with no interval renders {{ interval }} so that Prometheus refuses the query ("parse
+    # error: missing unit character in duration"), so the metrics get it too (1m there).
     analysis["interval"] = p.interval or FLAGGER_DOCUMENTED["interval"]
     analysis["threshold"] = p.threshold or FLAGGER_DOCUMENTED["threshold"]
     return {
