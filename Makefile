@@ -82,6 +82,11 @@ bench-scale: ## Scale-out: 5,000 rollouts over 4 shards, RSS per replica, one wr
 bench-guard: install binaries ## Decision lag of the fast guard: 50 injected breaches, breach visible in Prometheus -> candidate at 0% (about 10 minutes)
 	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
 
+.PHONY: bench-flagger
+bench-flagger: install binaries ## Side by side with Flagger (built with hack/build-binaries.sh flagger): breach->rollback, false rollbacks, CPU/RSS with 100 rollouts (about an hour)
+	@bash hack/build-binaries.sh flagger
+	nice -n 10 $(PYTHON) -m tests.bench.bench_flagger
+
 .PHONY: bench-e2e
 bench-e2e: bench-guard bench-idle bench-scale ## The operator as a process against the real API server and Prometheus: decision lag, idle cost (docs/benchmarks.md)
 

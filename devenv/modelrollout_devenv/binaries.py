@@ -56,6 +56,7 @@ ALL_PARTS: Final = (
     "helm",
     "prometheus",
     "kserve-manager",
+    "flagger",
 )
 
 #: Which line of ``hack/versions.env`` pins each part (prometheus is Debian's).
@@ -68,6 +69,7 @@ _VERSION_KEY: Final[Mapping[str, str]] = {
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
     "kserve-manager": "KSERVE_VERSION",
+    "flagger": "FLAGGER_VERSION",
 }
 
 #: Which line of ``hack/versions.env`` names the build recipe of a part, when its
@@ -183,6 +185,11 @@ def _hint(name: str) -> str:
             "Build it with `hack/build-binaries.sh kserve` (KServe's controller from Go "
             "modules; needs Go 1.26+), or set KUBEBUILDER_ASSETS to a folder holding it."
         )
+    if name == "flagger":
+        return (
+            "Build it with `hack/build-binaries.sh flagger` (Flagger from Go modules, only "
+            "for `make bench-flagger`), or set KUBEBUILDER_ASSETS to a folder holding it."
+        )
     if name == "prometheus":
         return (
             "Install it with `apt-get install prometheus` (Debian/Ubuntu), or put a "
@@ -291,6 +298,10 @@ class Binaries:
     @property
     def kserve_manager(self) -> Path:
         return self.path("kserve-manager")
+
+    @property
+    def flagger(self) -> Path:
+        return self.path("flagger")
 
 
 def find_binaries(need: Iterable[str] | None = None) -> Binaries:
