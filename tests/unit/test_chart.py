@@ -52,6 +52,7 @@ NAMESPACED_RULES: Rules = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "patch"},
     ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "patch"},
     ("", "services"): {"get", "list", "watch", "patch"},
+    ("serving.kserve.io", "inferenceservices"): {"get", "patch"},
     ("apps", "deployments"): {"get"},
     ("apps", "deployments/scale"): {"patch"},
 }
@@ -497,8 +498,10 @@ def test_bad_values_are_refused(values: Obj, error: str, tmp_path: Path) -> None
 
 
 def test_routers_can_be_left_out_of_rbac(tmp_path: Path) -> None:
-    values = {"rbac": {"trafficRouters": {"istio": False, "service": False}, "scaleDown": False}}
+    off = {"istio": False, "service": False, "kserve": False}
+    values = {"rbac": {"trafficRouters": off, "scaleDown": False}}
     table = rules_table(one(render(tmp_path, values), "ClusterRole"))
+    assert ("serving.kserve.io", "inferenceservices") not in table
     assert ("networking.istio.io", "virtualservices") not in table
     assert ("", "services") not in table
     assert ("apps", "deployments") not in table

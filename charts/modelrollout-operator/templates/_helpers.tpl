@@ -146,6 +146,14 @@ the code named in its comment; nothing else is granted.
   resources: ["services"]
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
+{{- if .Values.rbac.trafficRouters.kserve }}
+# KServe router (traffic/kserve.py): read the InferenceService and patch its
+# predictor's canaryTrafficPercent and templated fields. Not watched: a hand
+# edit is noticed at the rollout's next reconcile (--tick/--resync).
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- if or .Values.rbac.trafficRouters.service .Values.rbac.scaleDown }}
 # The plain Service router's replica ratio, and blue-green's scale-down of the
 # old version after scaleDownDelay (traffic/workloads.py): read the Deployments
