@@ -892,3 +892,24 @@ def test_an_inconclusive_check_names_whose_problem_it_is_in_its_event(
     expected = ["Paused"] + ([event] if event != "AnalysisInconclusive" else [])
     assert [e.reason for e in d.events] == expected
     assert reason in (sim.status.message or "")
+
+
+def test_a_failed_check_under_the_failure_limit_holds_the_weight_until_the_next_check() -> None:
+    """Never more traffic to a candidate whose last check failed (as Flagger halts).
+
+    failureLimit 2: the first failed check warns; the timed pause then ends, and the
+    canary holds at 10% instead of going to 50%. The next check decides: a second
+    failure rolls back, a pass lets it go on.
+    """
+    for second, end in ((FAIL, ("RolledBack", 0)), (PASS, ("Progressing", 50))):
+        sim = Sim(make_spec())
+        sim.tick()  # weight 10, the 1m pause begins
+        assert sim.status.weights.candidate == 10
+        sim.tick(seconds=30, results=FAIL)
+        assert sim.status.consecutive_failures == 1
+        sim.tick(seconds=31)  # the pause is over
+        assert sim.status.weights.candidate == 10, "held, not raised to 50"
+        assert sim.status.message is not None
+        assert sim.status.message.startswith("holding at 10% instead of ending the pause")
+        sim.tick(seconds=1, results=second)
+        assert (sim.status.phase.value, sim.status.weights.candidate) == end

@@ -669,6 +669,22 @@ class _Tick:
             )
         return verdict
 
+    def held_by_failure(self, what: str) -> bool:
+        """A failed check under ``failureLimit`` holds the weight: never more traffic.
+
+        The next check decides: a pass lets the canary go on, one more failure (up to the
+        limit) rolls it back. True, with the message saying so, while it holds.
+        """
+        s = self.s
+        if s.consecutive_failures == 0 or not active_gates(self.spec, s):
+            return False
+        s.message = (
+            f"holding at {s.weights.candidate}% instead of {what}: the last check failed "
+            f"({s.consecutive_failures} of {self.spec.analysis.failure_limit} failed checks "
+            "in a row roll back)"
+        )
+        return True
+
     def analysis_allows_promotion(self) -> bool:
         """Never promote without a passing check at the current traffic, if gates exist."""
         if not active_gates(self.spec, self.s):
@@ -829,6 +845,8 @@ class _Tick:
         key = f"canary:{i}"
         if step.set_weight is not None:
             raises = step.set_weight > s.weights.candidate
+            if raises and self.held_by_failure(f"raising the weight to {step.set_weight}%"):
+                return False
             if spec.automation == Automation.EVERY_STEP and raises:
                 return self.await_approval(
                     key, f"waiting for approval to raise weight to {step.set_weight}%"
@@ -839,7 +857,9 @@ class _Tick:
                 return self.await_approval(key, f"human gate at step {i}: promote to go on")
             if self.approved(key):
                 return True
-            return self.elapsed(s.step_started_at) >= parse_duration(step.pause.duration)
+            if self.elapsed(s.step_started_at) < parse_duration(step.pause.duration):
+                return False
+            return not self.held_by_failure(f"ending the pause at step {i}")
         assert step.analysis is not None
         if self.approved(key):
             return True
