@@ -65,14 +65,15 @@ def test_shifted_inputs_are_rolled_back_by_the_drift_gate_alone(world: World) ->
     world.operator()
     # When it is rolled out with an input-drift gate beside latency and errors
     world.apply(m.rollout("drift", world.ns, strategy=STRATEGY, analysis=analysis(INPUT_DRIFT)))
-    # Then the drift gate rolls it back, while the other gates pass
+    # Then the drift gate rolls it back, while the other gates do not fail (each has
+    # passed or is still gathering evidence: which comes first is a race of evidence)
     status = world.wait_phase("drift", "RolledBack", timeout=120)
     last = results(status)
     assert last["input-drift"]["verdict"] == "Fail"
     assert last["input-drift"]["value"] > 0.2
     assert last["input-drift"]["samples"] >= 200
-    assert last["p99-latency"]["verdict"] == "Pass"
-    assert last["error-rate"]["verdict"] == "Pass"
+    assert last["p99-latency"]["verdict"] in ("Pass", "Inconclusive")
+    assert last["error-rate"]["verdict"] in ("Pass", "Inconclusive")
     assert "input-drift" in status["message"]
     assert "p99-latency" not in status["message"]
 
