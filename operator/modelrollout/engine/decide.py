@@ -113,13 +113,23 @@ def _check_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
     )
 
 
-def _check_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+def check_due_at(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime:
+    """When the next check is due: an interval after the last check or step start.
+
+    ``datetime.min`` when neither is known (due at once). ``plan`` and ``next_wake``
+    both read it, so the check a wake-up is for is the one the plan then takes.
+    """
     since = max(
         (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
         default=None,
     )
-    interval = parse_duration(spec.analysis.interval)
-    return since is None or (now - since).total_seconds() >= interval
+    if since is None:
+        return datetime.min
+    return since + timedelta(seconds=parse_duration(spec.analysis.interval))
+
+
+def _check_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    return now >= check_due_at(spec, status)
 
 
 def starting(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from modelrollout.api.base import parse_duration, parse_ts
 from modelrollout.api.spec import ModelRolloutSpec
 from modelrollout.api.status import ModelRolloutStatus, Phase, Stage
-from modelrollout.engine.decide import active_gates
+from modelrollout.engine.decide import active_gates, check_due_at
 
 #: How soon a rollout whose route could not be read tries again (its route's watch
 #: wakes it sooner when the route appears or changes).
@@ -85,7 +85,7 @@ def next_check(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime |
     no_traffic = status.weights.candidate == 0 and status.mirror_percent == 0
     if no_traffic and status.stage != Stage.PREVIEW:
         return None
-    return _since_last_check(spec, status)
+    return check_due_at(spec, status)
 
 
 def _after_promotion(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[datetime | None]:
@@ -94,18 +94,8 @@ def _after_promotion(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list
     if status.stage == Stage.ROLLBACK_WINDOW and status.undo_until is not None:
         due.append(parse_ts(status.undo_until))
         if active_gates(spec, status):
-            due.append(_since_last_check(spec, status))
+            due.append(check_due_at(spec, status))
     return due
-
-
-def _since_last_check(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime:
-    since = max(
-        (t for t in (parse_ts(status.last_check_at), parse_ts(status.step_started_at)) if t),
-        default=None,
-    )
-    if since is None:
-        return datetime.min
-    return since + timedelta(seconds=parse_duration(spec.analysis.interval))
 
 
 def route_unavailable(status: ModelRolloutStatus) -> bool:
