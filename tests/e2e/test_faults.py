@@ -83,14 +83,17 @@ class RouteWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        try:
+            w = self.world.route_backends(self.route).get(self.backend, 0)
+        except Exception:  # the API server may be down on purpose
+            return
+        if not self.seen or self.seen[-1] != w:
+            self.seen.append(w)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                w = self.world.route_backends(self.route).get(self.backend, 0)
-            except Exception:  # the API server may be down on purpose
-                w = None
-            if w is not None and (not self.seen or self.seen[-1] != w):
-                self.seen.append(w)
+            self._sample()
             self._stop.wait(0.5)
 
     def __enter__(self) -> RouteWatcher:
@@ -100,6 +103,9 @@ class RouteWatcher:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        # One last look: the route is written just before the status that ends the wait,
+        # so the last change can fall between two polls.
+        self._sample()
 
 
 def never_backwards(seen: list[int]) -> bool:
