@@ -153,3 +153,20 @@ def test_modelrollout_dev_points_at_modelrollout_dev(
 
 def test_dev_is_not_offered_in_the_help() -> None:
     assert " dev " not in build_parser().format_help()
+
+
+# ------------------------------------------------------------------ what a replica holds
+
+
+def test_the_operator_starts_without_scipy_stats() -> None:
+    # scipy.stats holds about 45 MiB resident in every replica; only the KS and
+    # Mann-Whitney tests need it, and they import it when they first run.
+    probe = "import sys, modelrollout.operator.handlers; print('scipy.stats' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == "False", out.stderr
