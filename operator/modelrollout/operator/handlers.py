@@ -27,6 +27,7 @@ from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSo
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
 from modelrollout.operator.guard import Guard
+from modelrollout.operator.heap import trim_forever
 from modelrollout.operator.kube import (
     KubeEventSink,
     KubeStatusWriter,
@@ -226,11 +227,14 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         )
 
     @kopf.on.startup(registry=registry)
-    async def start_guard(memo: kopf.Memo, **_: Any) -> None:
-        """The fast guard's loop, on the event loop (it wakes daemons); after the adapters."""
+    async def start_background(memo: kopf.Memo, **_: Any) -> None:
+        """Loops on the event loop, after the adapters: the fast guard's (it wakes
+        daemons) and the heap trim (``operator/heap.py``)."""
+        tasks = [asyncio.create_task(trim_forever(), name="heap trim")]
         guard: Guard | None = memo.get("guard")
         if guard is not None:
-            memo["guard_task"] = asyncio.create_task(guard.run(memo["wakeups"].wake))
+            tasks.append(asyncio.create_task(guard.run(memo["wakeups"].wake), name="guard"))
+        memo["background"] = tasks
 
     # ------------------------------------------------------------------ rollouts
 
@@ -258,9 +262,8 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         )
 
     @kopf.on.cleanup(registry=registry)
-    async def stop_guard(memo: kopf.Memo, **_: Any) -> None:
-        task = memo.get("guard_task")
-        if task is not None:
+    async def stop_background(memo: kopf.Memo, **_: Any) -> None:
+        for task in memo.get("background", ()):
             task.cancel()
 
     @kopf.on.cleanup(registry=registry)
