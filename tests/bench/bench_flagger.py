@@ -585,6 +585,34 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' results as one; a later part supersedes an earlier one's group.
+
+    A group is a tool's regressed or healthy runs at one profile, or a tool's idle cost:
+    re-running ours on new code replaces ours, and keeps Flagger's. A part may itself be
+    a merge (it has ``invocations``).
+    """
+
+    def runs_of(x: dict[str, Any]) -> list[dict[str, Any]]:
+        return x.get("invocations") or [{"args": x["args"], "machine": x["machine"]}]
+
+    rows: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+    idle: dict[str, dict[str, Any]] = {}
+    for x in parts:
+        fresh: dict[tuple[str, str, bool], list[dict[str, Any]]] = {}
+        for r in x["rows"]:
+            fresh.setdefault((r["tool"], r["profile"], r["regressed"]), []).append(r)
+        rows.update(fresh)
+        idle.update({i["tool"]: i for i in x["idle"]})
+    return {
+        "flagger_version": parts[-1]["flagger_version"],
+        "invocations": [run for x in parts for run in runs_of(x)],
+        "rows": [r for group in rows.values() for r in group],
+        "idle": list(idle.values()),
+        "errors": [e for x in parts for e in x["errors"]],
+    }
+
+
 PROFILES = {
     "equal": Profile("equal", "10s", 2),
     # ours only: the same, with the fast guard off (the scheduled checks alone)
@@ -620,14 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(json.loads(Path(args.table).read_text())))
         return 0
     if args.merge:
-        parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        merged: dict[str, Any] = {
-            "flagger_version": parts[0]["flagger_version"],
-            "invocations": [{"args": x["args"], "machine": x["machine"]} for x in parts],
-            "rows": [r for x in parts for r in x["rows"]],
-            "idle": [i for x in parts for i in x["idle"]],
-            "errors": [e for x in parts for e in x["errors"]],
-        }
+        merged = merge([json.loads(Path(f).read_text()) for f in args.merge])
         keys = dict.fromkeys((r["tool"], r["profile"]) for r in merged["rows"])
         merged["summary"] = {
             f"{t}/{pr}": summary(
