@@ -23,11 +23,14 @@ from modelrollout.operator.scheduling import (
 from modelrollout.operator.sharding import (
     FINALIZER,
     SHARD_LABEL,
+    UNLABELLED,
     Claim,
     claim,
     finalizer_for,
     peering_for,
+    selector_for,
     shard_of,
+    unclaimed,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, 300_000)
@@ -150,8 +153,13 @@ UID = "8d0c1a39-3f1e-4c7e-9d57-6a1c2b3d4e5f"  # shard 1 of 2
     [
         pytest.param({}, [], False, 1, 2, Claim("1", None),
                      id="an-unlabelled-rollout-is-labelled-by-its-shard"),
-        pytest.param({}, [], False, 0, 2, None,
-                     id="another-shard-leaves-it-to-its-owner"),
+        pytest.param({}, [], False, 0, 2, Claim("1", None),
+                     id="another-shard-labels-it-for-its-owner-and-leaves-the-finalizers"),
+        pytest.param({SHARD_LABEL: "0"}, ["modelrollout.io/finalizer-0"], False, 0, 2,
+                     Claim("1", None),
+                     id="a-rollout-labelled-here-that-hashes-elsewhere-is-handed-over"),
+        pytest.param({SHARD_LABEL: "1"}, [], False, 0, 2, None,
+                     id="another-shards-rollout-labelled-for-it-is-left-alone"),
         pytest.param({SHARD_LABEL: "1"}, ["modelrollout.io/finalizer-1"], False, 1, 2, None,
                      id="a-rollout-already-labelled-needs-nothing"),
         pytest.param({SHARD_LABEL: "0"}, ["modelrollout.io/finalizer-0", "other.io/keep"], False,
@@ -184,6 +192,43 @@ def test_claim(
         shards=shards,
     )
     assert got == expected
+
+
+def test_a_replica_watches_only_its_shard_through_the_api_server() -> None:
+    assert selector_for(2, 4) == "modelrollout.io/shard=2"
+    assert selector_for(0, 1) is None  # one shard: every rollout
+    assert UNLABELLED == "!modelrollout.io/shard"
+
+
+def _listed(uid: str, **meta: object) -> dict[str, object]:
+    return {"metadata": {"uid": uid, "namespace": "ml", "name": f"r-{uid}", **meta}}
+
+
+def test_of_the_unlabelled_rollouts_a_shard_labels_only_its_own() -> None:
+    uids = [f"uid-{i}" for i in range(40)]
+    listed = [_listed(u) for u in uids]
+    claimed = {s: unclaimed(listed, shard=s, shards=4) for s in range(4)}
+    # every rollout is labelled by exactly one shard, its own, and nothing else is patched
+    names = [name for got in claimed.values() for _, name, _ in got]
+    assert sorted(names) == sorted(f"r-{u}" for u in uids)
+    for s, got in claimed.items():
+        for namespace, name, c in got:
+            assert namespace == "ml"
+            assert shard_of(name.removeprefix("r-"), 4) == s
+            assert c == Claim(str(s), None)
+
+
+def test_the_unclaimed_skip_deletions_foreign_shards_and_one_shard() -> None:
+    mine = next(f"uid-{i}" for i in range(100) if shard_of(f"uid-{i}", 2) == 1)
+    being_deleted = _listed(mine, deletionTimestamp="2026-12-04T00:00:00Z")
+    assert unclaimed([being_deleted], shard=1, shards=2) == []
+    assert unclaimed([_listed(mine)], shard=0, shards=2) == []
+    assert unclaimed([_listed(mine)], shard=0, shards=1) == []
+    assert unclaimed([{"metadata": "junk"}, {}], shard=1, shards=2) == []
+    # the old single operator's finalizer goes when a shard labels the rollout
+    assert unclaimed([_listed(mine, finalizers=[FINALIZER])], shard=1, shards=2) == [
+        ("ml", f"r-{mine}", Claim("1", []))
+    ]
 
 
 def test_a_claim_patches_the_label_and_only_then_the_finalizers() -> None:

@@ -26,6 +26,7 @@ from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy,
 from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
+from modelrollout.operator.claimer import Claimer
 from modelrollout.operator.guard import Guard
 from modelrollout.operator.heap import trim_forever
 from modelrollout.operator.kube import (
@@ -47,7 +48,13 @@ from modelrollout.operator.scheduling import (
     route_of,
     wake_key,
 )
-from modelrollout.operator.sharding import SHARD_LABEL, claim, finalizer_for, peering_for
+from modelrollout.operator.sharding import (
+    SHARD_LABEL,
+    claim,
+    finalizer_for,
+    peering_for,
+    selector_for,
+)
 
 #: The route objects each router drives, as kopf resources (group, version, plural).
 ROUTE_RESOURCES: dict[str, tuple[str, str, str]] = {
@@ -206,6 +213,10 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         )
         settings.posting.enabled = False  # our own Events say what was decided; kopf's say less
         settings.watching.server_timeout = 60
+        selector = selector_for(cfg.shard, cfg.shards)
+        if selector is not None:
+            # On the API server: a replica lists, holds and processes only its shard.
+            settings.watching.label_selectors[GROUP, VERSION, PLURAL] = selector
         if cfg.namespaces and not any(set(ns) & set("*?[!") for ns in cfg.namespaces):
             # Plain namespace names: nothing to discover. Scanning would need cluster-wide
             # list/watch on namespaces and CRDs, which per-namespace Roles do not grant.
@@ -229,8 +240,17 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def start_background(memo: kopf.Memo, **_: Any) -> None:
         """Loops on the event loop, after the adapters: the fast guard's (it wakes
-        daemons) and the heap trim (``operator/heap.py``)."""
+        daemons), the heap trim (``operator/heap.py``) and, with shards, the labelling
+        of new rollouts (``operator/claimer.py``)."""
         tasks = [asyncio.create_task(trim_forever(), name="heap trim")]
+        if cfg.shards > 1:
+            claimer = Claimer(
+                shard=cfg.shard,
+                shards=cfg.shards,
+                namespaces=cfg.namespaces,
+                field_manager=cfg.field_manager,
+            )
+            tasks.append(asyncio.create_task(claimer.run(), name="shard claims"))
         guard: Guard | None = memo.get("guard")
         if guard is not None:
             tasks.append(asyncio.create_task(guard.run(memo["wakeups"].wake), name="guard"))
@@ -317,7 +337,8 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def shard_claim(body: kopf.Body, uid: str, patch: kopf.Patch, **_: Any) -> None:
-        """Label the rollouts that hash to this shard (with one shard: drop the label)."""
+        """Label a rollout for the shard it hashes to: claim this shard's, hand over the
+        others' (a changed shard count); with one shard, drop the label."""
         meta = body.get("metadata") or {}
         wanted = claim(
             uid=uid,
