@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from kopf._cogs.aiokits import aiotoggles
 
-from modelrollout.operator.kopf_fixes import patch_toggle_sets
+from modelrollout.operator.kopf_fixes import patch_drop_managed_fields, patch_toggle_sets
 
 
 @pytest.fixture(autouse=True)
@@ -70,3 +70,31 @@ def test_a_waiter_sees_every_change_of_state() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["off"]
+
+
+def test_watch_events_reach_kopf_without_managed_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kopf._core.reactor import processing
+
+    seen: list[dict[str, object]] = []
+
+    async def recorder(**kwargs: object) -> None:
+        seen.append(kwargs)
+
+    monkeypatch.setattr(processing, "process_resource_event", recorder)
+    assert patch_drop_managed_fields()
+    assert patch_drop_managed_fields()  # idempotent: wrapped once
+    body = {
+        "metadata": {"name": "fd", "managedFields": [{"manager": "kubectl"}], "labels": {"a": "b"}},
+        "spec": {"model": "m"},
+    }
+    asyncio.run(processing.process_resource_event(raw_event={"type": "ADDED", "object": body}))
+    assert len(seen) == 1
+    got = seen[0]["raw_event"]
+    assert isinstance(got, dict)
+    assert got["object"] == {
+        "metadata": {"name": "fd", "labels": {"a": "b"}},
+        "spec": {"model": "m"},
+    }
+    # an event without an object (kopf's own markers) passes as it is
+    asyncio.run(processing.process_resource_event(raw_event={"type": None}))
+    assert seen[1]["raw_event"] == {"type": None}

@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         policy_of,
         source_of,
     )
-    from modelrollout.operator.kopf_fixes import patch_toggle_sets
+    from modelrollout.operator.kopf_fixes import patch_drop_managed_fields, patch_toggle_sets
     from modelrollout.operator.metrics import OperatorMetrics
     from modelrollout.operator.notify import Settings
     from modelrollout.operator.sharding import peering_for
@@ -278,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         cfg.metrics.serve(args.metrics_port, args.bind_address)
     patch_toggle_sets()  # thousands of rollouts: no O(N²) wake-ups before handling starts
+    patch_drop_managed_fields()  # no copy of the apply bookkeeping in every live body
     registry = build_registry(cfg)
     peering = peering_for(cfg.peering, cfg.shard, cfg.shards) if cfg.peering else None
     health = f"http://{args.bind_address}:{args.health_port}/healthz" if args.health_port else None

@@ -19,8 +19,16 @@ changes ``is_on()``. So :func:`patch_toggle_sets` makes ``make_toggle``,
 (individual toggles' ``turn_to`` still notifies as before). N drops then
 cost O(N) checks and one wake-up of everyone at the end.
 
-Applied at operator start (``modelrollout run``), idempotent, and a no-op
-if kopf's ``ToggleSet`` no longer has the shape it patches.
+**Managed fields held in memory.** kopf keeps the latest body of every
+object with a daemon (its "live body"), and every watch event carries
+``metadata.managedFields``: the server-side-apply bookkeeping of who set
+which field, a tree about as large as the spec and status themselves. No
+handler here reads it, and kopf's merge patches do not need it.
+:func:`patch_drop_managed_fields` drops it from each watch event before
+kopf processes it, which takes it out of every live body.
+
+Both are applied at operator start (``modelrollout run``), idempotent, and a
+no-op if kopf's internals no longer have the shape they patch.
 """
 
 from __future__ import annotations
@@ -75,4 +83,30 @@ def patch_toggle_sets() -> bool:
     return True
 
 
-__all__ = ["patch_toggle_sets"]
+def patch_drop_managed_fields() -> bool:
+    """Drop ``metadata.managedFields`` from each watch event before kopf processes it;
+    True if patched."""
+    try:
+        from kopf._core.reactor import processing
+    except ImportError:  # pragma: no cover - kopf reorganised its internals
+        return False
+    original: Any = getattr(processing, "process_resource_event", None)
+    if original is None:
+        return False  # pragma: no cover
+    if getattr(original, _PATCHED, False):
+        return True
+
+    async def process_resource_event(*args: Any, **kwargs: Any) -> Any:
+        event = kwargs.get("raw_event")
+        body = event.get("object") if isinstance(event, dict) else None
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
+        return await original(*args, **kwargs)
+
+    setattr(process_resource_event, _PATCHED, True)
+    processing.process_resource_event = process_resource_event
+    return True
+
+
+__all__ = ["patch_drop_managed_fields", "patch_toggle_sets"]
