@@ -178,7 +178,9 @@ def run(
                     cluster, work / identity, prometheus="http://127.0.0.1:9", tick="5s",
                     namespaces=[NS], name=identity,
                     extra=[
-                        "--log-level", "warning", "--guard-interval", "0s",
+                        # A standby logs at info: kopf's "Resuming operations" times the takeover.
+                        "--log-level", "warning" if who == "a" else "info",
+                        "--guard-interval", "0s",
                         "--shards", str(shards), "--shard", str(s),
                         "--peering", "mr", "--peering-lifetime", f"{lifetime}s",
                         "--priority", str(priority),
@@ -256,7 +258,7 @@ def run(
         shard0 = sorted(k for k, s in shard_of_name.items() if s == 0)[:moved]
         before = {i["metadata"]["name"]: i.get("status") for i in rollouts(cluster, *shard0)}
         replicas["shard0-a"].stop(kill=True)
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         cluster.apply(
             *(
                 m.rollout(x, NS, candidate="v3", strategy=FINISH_AT_ONCE, analysis=NO_GATES)
@@ -284,6 +286,9 @@ def run(
             "first_status_write_after_kill_s": first_write,
             "all_promoted_after_kill_s": promoted,
         }
+        result["takeover"]["standby_resumed_after_kill_s"] = resumed_after(
+            replicas["shard0-b"].log_path(), killed_wall
+        )
         after = rollouts(cluster, *shard0, managed=True)
         result["takeover"]["status_managers_of_moved"] = sorted(
             {"+".join(status_managers(i)) for i in after}
@@ -294,12 +299,32 @@ def run(
         )
         result["takeover"]["load"] = load_average()
         result["replicas"] = per_replica
-        say(f"takeover: first write {first_write}, promoted {promoted}")
+        say(
+            f"takeover: standby resumed {result['takeover']['standby_resumed_after_kill_s']}, "
+            f"first write {first_write}, promoted {promoted}"
+        )
         return result
     finally:
         for op in replicas.values():
             op.stop()
         cluster.stop()
+
+
+_KOPF_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] .*Resuming operations")
+
+
+def resumed_after(log: Path, since: float) -> float | None:
+    """Seconds from ``since`` (epoch) to the first "Resuming operations" kopf logged after it
+    (kopf's peering: the standby has seen its leader's lease expire and starts handling)."""
+    from datetime import datetime
+
+    for line in log.read_text(errors="replace").splitlines():
+        match = _KOPF_LINE.match(line)
+        if match:
+            at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+            if at >= since:
+                return at - since
+    return None
 
 
 def main() -> None:
