@@ -287,7 +287,7 @@ def run(
             "all_promoted_after_kill_s": promoted,
         }
         result["takeover"]["standby_resumed_after_kill_s"] = resumed_after(
-            replicas["shard0-b"].log_path(), killed_wall
+            replicas["shard0-b"].log_path, killed_wall
         )
         after = rollouts(cluster, *shard0, managed=True)
         result["takeover"]["status_managers_of_moved"] = sorted(
