@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.operator.scheduling import (
+    Lanes,
     OwnWrites,
     Timing,
     Wakeups,
@@ -18,6 +21,7 @@ from modelrollout.operator.scheduling import (
     route_digest,
     route_of,
     sleep_for,
+    urgent,
     wake_key,
 )
 from modelrollout.operator.sharding import (
@@ -360,3 +364,80 @@ def test_a_status_someone_else_wrote_is_taken_as_it_is() -> None:
     own.wrote({}, {"phase": "Progressing"})
     theirs = {"phase": "Paused", "by": "kubectl"}
     assert own.freshest({"status": theirs})["status"] == theirs
+
+
+# ------------------------------------------------------------- the order of reconciles
+
+
+def _body(phase: str | None, generation: int = 2, observed: int | None = 2,
+          request: str | None = None) -> dict[str, Any]:  # fmt: skip
+    annotations = {REQUEST_ANNOTATION: request} if request else {}
+    return {
+        "metadata": {"generation": generation, "annotations": annotations},
+        "status": {"phase": phase, "observedGeneration": observed} if phase else {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(_body("Succeeded"), False, id="finished-and-up-to-date-can-wait"),
+        pytest.param(_body("RolledBack"), False, id="rolled-back-and-up-to-date-can-wait"),
+        pytest.param(_body("Failed"), False, id="failed-and-up-to-date-can-wait"),
+        pytest.param(_body("Succeeded", generation=3), True, id="a-new-spec-is-urgent"),
+        pytest.param(_body("Succeeded", request='{"action":"undo"}'), True,
+                     id="a-request-is-urgent"),
+        pytest.param(_body("Progressing"), True, id="a-running-stage-is-urgent"),
+        pytest.param(_body("Paused"), True, id="a-paused-stage-is-urgent"),
+        pytest.param(_body(None), True, id="never-seen-is-urgent"),
+    ],
+)  # fmt: skip
+def test_urgent(body: dict[str, Any], expected: bool) -> None:
+    assert urgent(body) is expected
+
+
+def test_a_free_slot_goes_to_the_urgent_reconciles_first_then_in_arrival_order() -> None:
+    order: list[str] = []
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        lanes = Lanes(slots=1)
+        first = asyncio.create_task(lanes.run(False, gate.wait))
+        await asyncio.sleep(0.05)  # the one slot is taken
+        tasks = []
+        for name, is_urgent in (("a", False), ("b", False), ("u1", True), ("c", False),
+                                ("u2", True)):  # fmt: skip
+            tasks.append(asyncio.create_task(lanes.run(is_urgent, order.append, name)))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert lanes.waiting == 5
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *tasks), 5)
+        assert lanes.waiting == 0
+
+    asyncio.run(scenario())
+    assert order == ["u1", "u2", "a", "b", "c"]
+
+
+def test_a_cancelled_waiter_neither_runs_nor_keeps_a_slot() -> None:
+    ran: list[str] = []
+    gate = threading.Event()
+
+    async def scenario() -> int:
+        lanes = Lanes(slots=1)
+        first = asyncio.create_task(lanes.run(False, gate.wait))
+        await asyncio.sleep(0.05)
+        gone = asyncio.create_task(lanes.run(True, ran.append, "gone"))
+        kept = asyncio.create_task(lanes.run(False, ran.append, "kept"))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, kept), 5)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        # and the slot is free again: a new reconcile runs at once
+        await asyncio.wait_for(lanes.run(False, ran.append, "after"), 1)
+        return lanes._free
+
+    assert asyncio.run(scenario()) == 1
+    assert ran == ["kept", "after"]

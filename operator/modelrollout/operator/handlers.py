@@ -40,6 +40,7 @@ from modelrollout.operator.metrics import OperatorMetrics
 from modelrollout.operator.notify import KubeSecretReader, Notifier, Settings, load_defaults
 from modelrollout.operator.reconcile import Adapters, reconcile
 from modelrollout.operator.scheduling import (
+    Lanes,
     Timing,
     Wakeups,
     drive,
@@ -231,6 +232,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             settings.peering.standalone = True
         memo["adapters"] = build_adapters(cfg)
         memo["wakeups"] = Wakeups()
+        memo["lanes"] = Lanes()
         memo["guard"] = (
             Guard(memo["adapters"], interval=cfg.guard_interval, observe=cfg.metrics.observe_guard)
             if cfg.guard_interval > 0
@@ -279,6 +281,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
             timing=cfg.timing,
             others=lambda: _all(index),
             guard=memo.get("guard"),
+            lanes=memo["lanes"],
         )
 
     @kopf.on.cleanup(registry=registry)

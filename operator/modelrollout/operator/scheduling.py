@@ -35,18 +35,21 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import heapq
+import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from modelrollout.api.base import REQUEST_ANNOTATION
 from modelrollout.api.spec import ModelRolloutSpec
-from modelrollout.api.status import ModelRolloutStatus
+from modelrollout.api.status import ModelRolloutStatus, Phase
 from modelrollout.engine import next_wake
 from modelrollout.engine.admission import Slot
 from modelrollout.engine.types import GuardFinding
@@ -55,6 +58,8 @@ from modelrollout.operator.patching import merge_patch, plain
 from modelrollout.operator.reconcile import Adapters, StatusWriter, reconcile
 
 log = logging.getLogger("modelrollout")
+
+T = TypeVar("T")
 
 #: (router kind, namespace, object name): the object that carries a rollout's traffic.
 RouteKey = tuple[str, str, str]
@@ -274,6 +279,66 @@ class OwnWrites:
         return body
 
 
+def urgent(body: Mapping[str, Any]) -> bool:
+    """Whether a rollout has work waiting: a spec not yet seen, a request, or a stage that
+    runs. A finished, up-to-date rollout only checks its route: it can wait its turn."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    if (meta.get("annotations") or {}).get(REQUEST_ANNOTATION):
+        return True
+    if status.get("observedGeneration") != meta.get("generation"):
+        return True
+    phase = status.get("phase")
+    return phase not in {p.value for p in Phase if p.is_terminal}
+
+
+class Lanes:
+    """Every rollout's reconcile runs in a worker thread; the urgent ones go first.
+
+    After a start or a takeover every daemon reconciles at once. Without an order,
+    a rollout given a new candidate while its replica was away queues behind every
+    finished rollout that only checks its route (1,250 of them in a shard of 5,000).
+    At most ``slots`` reconciles run at once (asyncio's default executor has as many
+    threads); a free slot goes to the longest-waiting urgent reconcile, then to the
+    rest in arrival order.
+    """
+
+    def __init__(self, slots: int | None = None) -> None:
+        self.slots = slots or min(32, (os.cpu_count() or 1) + 4)
+        self._free = self.slots
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def run(self, urgent: bool, fn: Callable[..., T], *args: Any) -> T:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (0 if urgent else 1, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed the slot, then cancelled: pass it on
+                raise
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():  # a cancelled waiter's turn is done already: skip it
+                turn.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return sum(not turn.done() for _, _, turn in self._waiting)
+
+
 async def drive(
     *,
     body: Mapping[str, Any],
@@ -286,6 +351,7 @@ async def drive(
     clock: Callable[[], datetime] = _clock,
     others: Callable[[], Iterable[Slot]] = tuple,
     guard: Guard | None = None,
+    lanes: Lanes | None = None,
 ) -> None:
     """The life of one rollout in this replica: reconcile, sleep until due or woken, repeat.
 
@@ -308,6 +374,7 @@ async def drive(
 
     watcher = asyncio.create_task(on_stop())
     own = OwnWrites()
+    lanes = lanes or Lanes()
     if guard is not None:
         guard.watch(uid, body)
     try:
@@ -317,9 +384,10 @@ async def drive(
             started = clock()
             try:
                 finding = guard.take(uid) if guard is not None else None
-                outcome = await asyncio.to_thread(
-                    reconcile_once, snapshot, adapters, started, list(others()), finding
-                )
+                outcome = await lanes.run(
+                    urgent(snapshot) or finding is not None,
+                    reconcile_once, snapshot, adapters, started, list(others()), finding,
+                )  # fmt: skip
             except Exception:
                 meta = snapshot.get("metadata") or {}
                 log.exception("%s/%s: reconcile failed", meta.get("namespace"), meta.get("name"))
@@ -350,6 +418,7 @@ async def _sleep(wake: asyncio.Event, delay: float | None) -> None:
 
 
 __all__ = [
+    "Lanes",
     "Outcome",
     "RouteKey",
     "Timing",
@@ -360,5 +429,6 @@ __all__ = [
     "route_digest",
     "route_of",
     "sleep_for",
+    "urgent",
     "wake_key",
 ]
