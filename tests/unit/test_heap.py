@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from modelrollout.operator import heap
 
-ROOT = Path(__file__).resolve().parents[2]
+from .fresh import fresh_python
 
 #: In a fresh interpreter: allocate a burst of 1 KiB blocks (malloc's heap, not
 #: pymalloc's arenas), free it, and print the RSS before and after one trim.
@@ -32,13 +29,7 @@ print(before, rss())
 
 def test_a_trim_gives_freed_memory_back() -> None:
     assert heap.malloc_trim is not None, "glibc's malloc_trim is there on Linux"
-    out = subprocess.run(
-        [sys.executable, "-c", BURST],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
-    ).stdout.split()
+    out = fresh_python(BURST).split()
     before, after = int(out[0]), int(out[1])
     # ~200 MiB was freed but kept by malloc; the trim returns most of it
     assert before - after > 100, (before, after)

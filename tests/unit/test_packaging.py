@@ -21,6 +21,8 @@ from modelrollout.cli import report
 from modelrollout.cli.kube import EXIT_FAILED
 from modelrollout.cli.main import DEV_MOVED, build_parser, main
 
+from .fresh import fresh_python
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Folders of the local environment: none may appear anywhere in the product's wheel.
@@ -162,11 +164,4 @@ def test_the_operator_starts_without_scipy_stats() -> None:
     # scipy.stats holds about 45 MiB resident in every replica; only the KS and
     # Mann-Whitney tests need it, and they import it when they first run.
     probe = "import sys, modelrollout.operator.handlers; print('scipy.stats' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
-    )
-    assert out.stdout.strip() == "False", out.stderr
+    assert fresh_python(probe).strip() == "False"
