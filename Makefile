@@ -88,12 +88,12 @@ bench-guard: install binaries ## Decision lag of the fast guard: 50 injected bre
 	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
 
 .PHONY: bench-flagger
-bench-flagger: install binaries ## Side by side with Flagger (built with hack/build-binaries.sh flagger): breach->rollback, false rollbacks, CPU/RSS with 100 rollouts (about an hour)
+bench-flagger: install binaries ## Side by side with Flagger (built with hack/build-binaries.sh flagger): breach->rollback, false rollbacks, CPU/RSS with 100 rollouts (about two hours)
 	@bash hack/build-binaries.sh flagger
 	nice -n 10 $(PYTHON) -m tests.bench.bench_flagger
 
 .PHONY: bench-e2e
-bench-e2e: install binaries ## Under 30 minutes: decision lag (bench-guard), idle cost at 100/1,000, 1,000 rollouts over 4 shards, Flagger's quick side by side (docs/benchmarks.md); bench-scale and bench-flagger are the full runs
+bench-e2e: install binaries ## Under 30 minutes: decision lag (bench-guard), idle cost at 100/1,000, 1,000 rollouts over 4 shards, Flagger's quick side by side (docs/benchmarks.md); bench-scale and bench-flagger (about two hours: healthy runs at the defaults too) are the full runs
 	$(PYTHON) -m tests.bench.bench_guard --without-guard 5
 	$(PYTHON) -m tests.bench.bench_idle
 	$(PYTHON) -m tests.bench.bench_scale -n 1000

@@ -623,7 +623,7 @@ PROFILES = {
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--runs", type=int, default=20, help="healthy runs per tool (equal settings)")
+    p.add_argument("--runs", type=int, default=20, help="healthy runs per tool and profile")
     p.add_argument("--regressions", type=int, default=5, help="regressed runs per tool/profile")
     p.add_argument("--parallel", type=int, default=5, help="rollouts at once")
     p.add_argument("--regress-at", type=int, default=20, help="candidate weight of the fault")
@@ -740,8 +740,11 @@ def main(argv: list[str] | None = None) -> int:
             plan += [("idle", t, False, args.idle) for t in tools if args.idle]
         if "default" in profiles and ({"regress", "default"} & set(phases)):
             plan += [(t, "default", True, args.regressions) for t in tools]
-        if "equal" in profiles and "healthy" in phases:
-            plan += [(t, "equal", False, args.runs) for t in tools]
+        if "healthy" in phases:  # at equal settings first; the guard-off variant has none
+            for pname in sorted(profiles, key=lambda p: p != "equal"):
+                # --quick: equal settings only (a healthy run at 1m intervals takes minutes)
+                if not PROFILES[pname].guard and not (args.quick and pname != "equal"):
+                    plan += [(t, pname, False, args.runs) for t in tools]
         for tool, what, regress, total in plan:
             if tool == "idle":
                 try:
