@@ -39,27 +39,31 @@ def namespace(name: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def workload(model: str, version: str, ns: str, replicas: int = 1) -> list[Obj]:
-    labels = {"app": model, "version": version}
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": f"{model}-{version}", "namespace": ns, "labels": labels},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {"name": "model", "image": f"registry.example.com/{model}:{version}"}
-                        ],
-                        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                    },
+def deployment(name: str, ns: str, labels: dict[str, str], image: str, replicas: int = 1) -> Obj:
+    """A Deployment of one container whose pods kwok's fake nodes run (their taint tolerated)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [{"name": "model", "image": image}],
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
                 },
             },
         },
+    }
+
+
+def workload(model: str, version: str, ns: str, replicas: int = 1) -> list[Obj]:
+    labels = {"app": model, "version": version}
+    image = f"registry.example.com/{model}:{version}"
+    return [
+        deployment(f"{model}-{version}", ns, labels, image, replicas),
         {
             "apiVersion": "v1",
             "kind": "Service",

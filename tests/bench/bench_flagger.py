@@ -145,25 +145,7 @@ def metric_templates(ns: str, prometheus: str) -> list[dict[str, Any]]:
 
 
 def target_deployment(name: str, ns: str, revision: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {"name": "model", "image": f"registry.example.com/{name}:{revision}"}
-                    ],
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                },
-            },
-        },
-    }
+    return m.deployment(name, ns, {"app": name}, f"registry.example.com/{name}:{revision}")
 
 
 @dataclass(frozen=True)

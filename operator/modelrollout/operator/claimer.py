@@ -23,12 +23,18 @@ from typing import Any
 from modelrollout.api.base import GROUP, PLURAL, VERSION
 from modelrollout.operator.sharding import UNLABELLED, unclaimed
 
-__all__ = ["CLAIM_EVERY", "Claimer", "namespace_matches"]
+__all__ = ["CLAIM_EVERY", "Claimer", "namespace_matches", "plain_names"]
 
 log = logging.getLogger("modelrollout")
 
 #: Seconds between two lists of the unlabelled rollouts.
 CLAIM_EVERY = 2.0
+
+
+def plain_names(namespaces: Sequence[str]) -> bool:
+    """``--namespace`` values that are all plain names (no glob, no ``!``): nothing to
+    discover, each namespace can be asked on its own."""
+    return bool(namespaces) and not any(set(ns) & set("*?[!") for ns in namespaces)
 
 
 def namespace_matches(namespace: str, patterns: Sequence[str]) -> bool:
@@ -61,8 +67,7 @@ class Claimer:
         self.namespaces, self.field_manager, self.every = list(namespaces), field_manager, every
 
     def _unlabelled(self) -> list[dict[str, Any]]:
-        plain = self.namespaces and not any(set(ns) & set("*?[!") for ns in self.namespaces)
-        if plain:
+        if plain_names(self.namespaces):
             items: list[dict[str, Any]] = []
             for ns in self.namespaces:
                 got = self.api.list_namespaced_custom_object(

@@ -26,7 +26,7 @@ from modelrollout.analysis.policy import Allowed, Credentials, PrometheusPolicy,
 from modelrollout.analysis.source import STALE_AFTER, MetricSource, PrometheusSource
 from modelrollout.api.base import DEFAULT_PROMETHEUS_URL, GROUP, PLURAL, VERSION
 from modelrollout.engine.admission import Slot, summarize
-from modelrollout.operator.claimer import Claimer
+from modelrollout.operator.claimer import Claimer, plain_names
 from modelrollout.operator.guard import Guard
 from modelrollout.operator.heap import trim_forever
 from modelrollout.operator.kube import (
@@ -218,7 +218,7 @@ def build_registry(cfg: RunConfig) -> kopf.OperatorRegistry:
         if selector is not None:
             # On the API server: a replica lists, holds and processes only its shard.
             settings.watching.label_selectors[GROUP, VERSION, PLURAL] = selector
-        if cfg.namespaces and not any(set(ns) & set("*?[!") for ns in cfg.namespaces):
+        if plain_names(cfg.namespaces):
             # Plain namespace names: nothing to discover. Scanning would need cluster-wide
             # list/watch on namespaces and CRDs, which per-namespace Roles do not grant.
             settings.scanning.disabled = True
